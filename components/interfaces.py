@@ -1,0 +1,45 @@
+"""What each platform's implementation of a component promises the rest of the program.
+
+The Docker (dev) and AWS/Kubernetes (prod) implementations satisfy the same protocols, so the
+JuiceFS volume and the NativeLink tier are wired the same way on both.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pulumi
+
+from components.juicefs.commands import StorageType
+
+
+class MetadataEngine(Protocol):
+    """Where JuiceFS keeps its metadata."""
+
+    # Secret; carries no password (the client reads META_PASSWORD).
+    meta_url: pulumi.Output[str]
+    meta_password: pulumi.Output[str]
+
+
+class ObjectStore(Protocol):
+    """Where JuiceFS keeps its data blocks."""
+
+    storage: StorageType
+    bucket_url: pulumi.Output[str]
+    # None where the platform grants access through an identity instead of keys.
+    access_key: pulumi.Output[str] | None
+    secret_key: pulumi.Output[str] | None
+
+
+class JuiceFsVolume(Protocol):
+    """A formatted JuiceFS volume, mounted where the CAS server can use it."""
+
+    volume_name: pulumi.Output[str]
+
+
+class NativeLinkCluster(Protocol):
+    """CAS server, scheduler and workers, and how Bazel reaches them."""
+
+    cas_endpoint: pulumi.Output[str]
+    scheduler_endpoint: pulumi.Output[str]
+    bazel_flags: pulumi.Output[str]

@@ -1,0 +1,236 @@
+"""Render the three NativeLink configs (CAS server, scheduler, worker) from stack settings.
+
+Pure functions: the Docker and Kubernetes tiers upload exactly what these return, and the tests
+and real-tool checks read the same output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.nativelink import layout
+from components.nativelink.rules import check_cluster
+from components.nativelink.schema import (
+    AcStoreConfig,
+    ByteStreamConfig,
+    CapabilitiesConfig,
+    CapabilitiesRemoteExecutionConfig,
+    CasConfig,
+    CasStoreConfig,
+    CompletenessCheckingSpec,
+    EndpointConfig,
+    EvictionPolicy,
+    ExecutionConfig,
+    FastSlowSpec,
+    FilesystemSpec,
+    GlobalConfig,
+    GrpcEndpoint,
+    GrpcSpec,
+    HttpListener,
+    ListenerConfig,
+    LocalWorkerConfig,
+    NamedScheduler,
+    NamedStore,
+    PathConfig,
+    PropertyType,
+    RefSpec,
+    ServerConfig,
+    ServicesConfig,
+    SimpleSpec,
+    StoreSpec,
+    UploadActionResultConfig,
+    VerifySpec,
+    WorkerApiConfig,
+    WorkerConfig,
+    WorkerProperty,
+)
+from components.settings import Settings, size_bytes
+
+CAS_STORE = "CAS_MAIN_STORE"
+AC_STORE = "AC_MAIN_STORE"
+REMOTE_CAS_STORE = "GRPC_CAS_STORE"
+REMOTE_AC_STORE = "GRPC_AC_STORE"
+WORKER_FAST_SLOW_STORE = "WORKER_FAST_SLOW_STORE"
+SCHEDULER = "MAIN_SCHEDULER"
+# The worker's name comes from its environment, so one config serves every replica.
+WORKER_NAME = "${WORKER_NAME}"
+# Workers hold many hard-linked inputs open at once.
+WORKER_MAX_OPEN_FILES = 524_288
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Host names the processes use to reach each other on the private network."""
+
+    cas_host: str
+    scheduler_host: str
+
+
+@dataclass(frozen=True)
+class ClusterConfigs:
+    cas_server: CasConfig
+    scheduler: CasConfig
+    worker: CasConfig
+
+
+def _listener(name: str, port: int, services: ServicesConfig) -> ServerConfig:
+    return ServerConfig(
+        name=name,
+        listener=ListenerConfig(http=HttpListener(socket_address=f"0.0.0.0:{port}")),
+        services=services,
+    )
+
+
+def _health_listener(*, admin: bool = False) -> ServerConfig:
+    return _listener(
+        "health",
+        layout.HEALTH_PORT,
+        ServicesConfig(
+            health=PathConfig(path=layout.HEALTH_PATH),
+            admin=PathConfig(path=layout.ADMIN_PATH) if admin else None,
+        ),
+    )
+
+
+def _filesystem(paths: layout.StorePaths, max_bytes: int) -> StoreSpec:
+    return StoreSpec(
+        filesystem=FilesystemSpec(
+            content_path=paths.content_path,
+            temp_path=paths.temp_path,
+            eviction_policy=EvictionPolicy(max_bytes=max_bytes),
+        )
+    )
+
+
+def _remote_stores(settings: Settings, endpoints: Endpoints) -> list[NamedStore]:
+    address = f"grpc://{endpoints.cas_host}:{layout.CAS_PORT}"
+    instance = settings.nativelink.instance_name
+    return [
+        NamedStore(
+            name=name,
+            grpc=GrpcSpec(instance_name=instance, endpoints=[GrpcEndpoint(address=address)], store_type=kind),
+        )
+        for name, kind in ((REMOTE_CAS_STORE, "cas"), (REMOTE_AC_STORE, "ac"))
+    ]
+
+
+def render_cas_server(settings: Settings) -> CasConfig:
+    instance = settings.nativelink.instance_name
+    return CasConfig(
+        stores=[
+            NamedStore(
+                name=CAS_STORE,
+                verify=VerifySpec(
+                    backend=_filesystem(layout.CAS_STORE_PATHS, size_bytes(settings.nativelink.cas_max_bytes)),
+                    verify_size=True,
+                    verify_hash=True,
+                ),
+            ),
+            # An AC entry whose outputs were evicted from the CAS reads as a miss, not a broken hit.
+            NamedStore(
+                name=AC_STORE,
+                completeness_checking=CompletenessCheckingSpec(
+                    backend=_filesystem(layout.AC_STORE_PATHS, size_bytes(settings.nativelink.ac_max_bytes)),
+                    cas_store=StoreSpec(ref_store=RefSpec(name=CAS_STORE)),
+                ),
+            ),
+        ],
+        servers=[
+            _listener(
+                "public",
+                layout.CAS_PORT,
+                ServicesConfig(
+                    cas=[CasStoreConfig(instance_name=instance, cas_store=CAS_STORE)],
+                    ac=[AcStoreConfig(instance_name=instance, ac_store=AC_STORE)],
+                    capabilities=[CapabilitiesConfig(instance_name=instance)],
+                    bytestream=[ByteStreamConfig(instance_name=instance, cas_store=CAS_STORE)],
+                ),
+            ),
+            _health_listener(),
+        ],
+    )
+
+
+def _supported_properties(settings: Settings) -> dict[str, PropertyType]:
+    supported: dict[str, PropertyType] = {"cpu_count": "minimum"}
+    for key in settings.workers.platform_properties:
+        supported[key] = "priority" if key in {"OSFamily", "container-image"} else "exact"
+    return dict(sorted(supported.items()))
+
+
+def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
+    instance = settings.nativelink.instance_name
+    return CasConfig(
+        stores=_remote_stores(settings, endpoints),
+        schedulers=[
+            NamedScheduler(name=SCHEDULER, simple=SimpleSpec(supported_platform_properties=_supported_properties(settings)))
+        ],
+        servers=[
+            _listener(
+                "public",
+                layout.SCHEDULER_PORT,
+                ServicesConfig(
+                    ac=[AcStoreConfig(instance_name=instance, ac_store=REMOTE_AC_STORE)],
+                    execution=[ExecutionConfig(instance_name=instance, cas_store=REMOTE_CAS_STORE, scheduler=SCHEDULER)],
+                    capabilities=[
+                        CapabilitiesConfig(
+                            instance_name=instance,
+                            remote_execution=CapabilitiesRemoteExecutionConfig(scheduler=SCHEDULER),
+                        )
+                    ],
+                ),
+            ),
+            # Alone on its own port, as upstream asks: workers are not clients.
+            _listener("worker_api", layout.WORKER_API_PORT, ServicesConfig(worker_api=WorkerApiConfig(scheduler=SCHEDULER))),
+            _health_listener(admin=True),
+        ],
+    )
+
+
+def render_worker(settings: Settings, endpoints: Endpoints) -> CasConfig:
+    workers = settings.workers
+    properties = {"cpu_count": WorkerProperty(query_cmd="nproc")}
+    properties.update({key: WorkerProperty(values=list(values)) for key, values in workers.platform_properties.items()})
+    return CasConfig(
+        stores=[
+            *_remote_stores(settings, endpoints),
+            NamedStore(
+                name=WORKER_FAST_SLOW_STORE,
+                fast_slow=FastSlowSpec(
+                    fast=_filesystem(layout.WORKER_FAST_STORE_PATHS, size_bytes(workers.fast_store_size)),
+                    slow=StoreSpec(ref_store=RefSpec(name=REMOTE_CAS_STORE)),
+                    # Inputs are cached locally; outputs go straight to the CAS server.
+                    fast_direction="get",
+                ),
+            ),
+        ],
+        workers=[
+            WorkerConfig(
+                local=LocalWorkerConfig(
+                    name=WORKER_NAME,
+                    worker_api_endpoint=EndpointConfig(uri=f"grpc://{endpoints.scheduler_host}:{layout.WORKER_API_PORT}"),
+                    cas_fast_slow_store=WORKER_FAST_SLOW_STORE,
+                    upload_action_result=UploadActionResultConfig(ac_store=REMOTE_AC_STORE),
+                    work_directory=layout.WORKER_WORK_DIRECTORY,
+                    platform_properties=dict(sorted(properties.items())),
+                    max_action_timeout_s=workers.max_action_timeout_s,
+                    max_inflight_tasks=workers.max_inflight_tasks,
+                )
+            )
+        ],
+        servers=[_health_listener()],
+        global_=GlobalConfig(max_open_files=WORKER_MAX_OPEN_FILES),
+    )
+
+
+def render_cluster(settings: Settings, endpoints: Endpoints) -> ClusterConfigs:
+    """All three configs, checked against the deployment's layout rules before anything uses them."""
+    configs = ClusterConfigs(
+        cas_server=render_cas_server(settings),
+        scheduler=render_scheduler(settings, endpoints),
+        worker=render_worker(settings, endpoints),
+    )
+    problems = check_cluster(configs)
+    if problems:
+        raise ValueError("rendered NativeLink configs break the layout rules:\n" + "\n".join(problems))
+    return configs

@@ -1,0 +1,320 @@
+"""Stack settings: the typed, validated form of the `nativelink-juicefs:*` stack config.
+
+Everything a component needs that is not a secret comes from here. Validation runs before any
+resource is registered, and every error names the config key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "nativelink-juicefs"
+
+# Tags that move: a preview could not say what would run.
+FLOATING_TAGS = frozenset({"latest", "main", "master", "nightly", "ce-nightly", "edge", "stable", "dev"})
+MIN_NATIVELINK = (1, 6, 6)
+WORKER_API_PORT = 50061
+
+_IMAGE_RE = re.compile(
+    r"^(?P<name>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?:\.[a-z0-9-]+(?::[0-9]+)?/[a-z0-9._/-]+)?)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+_SIZE_RE = re.compile(r"^([1-9][0-9]*)(kb|mb|gb|tb)$")
+_SIZE_FACTORS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+_K8S_QUANTITY_RE = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+class ConfigError(ValueError):
+    """Bad stack config, reported before any resource is touched."""
+
+
+def _pinned_image(ref: str) -> str:
+    match = _IMAGE_RE.match(ref)
+    if match is None:
+        raise ValueError(f"{ref!r} is not an image reference like 'registry/name:tag' or 'name@sha256:<digest>'")
+    tag, digest = match.group("tag"), match.group("digest")
+    if digest is None and tag is None:
+        raise ValueError(f"{ref!r} has no tag or digest; pin it, e.g. '{ref}:<version>' or '{ref}@sha256:<digest>'")
+    if digest is None and tag is not None and tag.lower() in FLOATING_TAGS:
+        raise ValueError(f"{ref!r} uses the floating tag {tag!r}; pin a release tag or a sha256 digest")
+    return ref
+
+
+def _data_size(value: str) -> str:
+    if _SIZE_RE.match(value) is None:
+        raise ValueError(f"{value!r} is not a size; use a whole number with kb, mb, gb or tb, e.g. '10gb'")
+    return value
+
+
+def _k8s_quantity(value: str) -> str:
+    if _K8S_QUANTITY_RE.match(value) is None or float(_K8S_QUANTITY_RE.match(value).group(1)) <= 0:  # type: ignore[union-attr]
+        raise ValueError(f"{value!r} is not a positive Kubernetes quantity, e.g. '500m', '2', '4Gi'")
+    return value
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a validated DataSize (decimal units, as NativeLink reads them)."""
+    match = _SIZE_RE.match(size)
+    if match is None:
+        raise ValueError(f"not a size: {size!r}")
+    return int(match.group(1)) * _SIZE_FACTORS[match.group(2)]
+
+
+ImageRef = Annotated[str, AfterValidator(_pinned_image)]
+DataSize = Annotated[str, AfterValidator(_data_size)]
+K8sQuantity = Annotated[str, AfterValidator(_k8s_quantity)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+AbsolutePath = Annotated[str, Field(pattern=r"^(/[A-Za-z0-9._-]+)+$")]
+ChartVersion = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class Versions(_Model):
+    """Every image and chart the stacks run, pinned. Promotion copies this block from dev to prod."""
+
+    nativelink: ImageRef
+    juicefs: ImageRef
+    redis: ImageRef
+    minio: ImageRef
+    busybox: ImageRef
+    juicefs_csi_chart: ChartVersion
+
+    @model_validator(mode="after")
+    def _nativelink_recent_enough(self) -> Versions:
+        tag = _IMAGE_RE.match(self.nativelink).group("tag")  # type: ignore[union-attr]
+        release = re.fullmatch(r"v?([0-9]+)\.([0-9]+)\.([0-9]+)", tag or "")
+        if release and tuple(int(part) for part in release.groups()) < MIN_NATIVELINK:
+            raise ValueError(
+                f"versions.nativelink: {self.nativelink!r} is older than v1.6.6, the config format this "
+                "program renders; use v1.6.6 or later"
+            )
+        return self
+
+
+class WorkerSettings(_Model):
+    count: int = Field(3, ge=1, le=1000)
+    # Private local fast store beside the work directory (hardlinks need one filesystem).
+    fast_store_size: DataSize = "10gb"
+    max_inflight_tasks: int = Field(0, ge=0, description="0 lets the worker take as many as it is offered")
+    max_action_timeout_s: int = Field(1200, ge=1, le=86_400)
+    platform_properties: dict[str, list[str]] = Field(
+        default_factory=lambda: {"OSFamily": ["linux"], "container-image": [""]}
+    )
+
+
+class NativeLinkSettings(_Model):
+    instance_name: str = Field("", pattern=r"^[A-Za-z0-9_./-]*$")
+    cas_max_bytes: DataSize = "50gb"
+    ac_max_bytes: DataSize = "1gb"
+    log_level: Literal["error", "warn", "info", "debug", "trace"] = "info"
+
+
+class JuiceFsSettings(_Model):
+    volume_name: str = Field("nativelink-cas", pattern=r"^[A-Za-z0-9-]{3,63}$")
+    bucket_name: str = Field("nativelink-cas", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    block_size_kib: int = Field(4096, ge=64, le=16384)
+    compress: Literal["none", "lz4", "zstd"] = "lz4"
+    trash_days: int = Field(1, ge=0, le=3650)
+    cache_size: DataSize = "10gb"
+    encrypt: bool = False
+    encrypt_algo: Literal["aes256gcm-rsa", "chacha20-rsa"] = "aes256gcm-rsa"
+
+
+class DockerPorts(_Model):
+    cas: Port = 50051
+    scheduler: Port = 50052
+    minio_console: Port | None = None
+
+
+class DockerSettings(_Model):
+    # Host directory the FUSE mount propagates to; must sit on a shared mount (systemd hosts: any).
+    host_mount_dir: AbsolutePath = "/var/lib/nativelink-juicefs/jfs"
+    network_name: DnsLabel = "nativelink"
+    ports: DockerPorts = DockerPorts()
+    wipe_volumes_on_destroy: bool = False
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> DockerSettings:
+        published = {
+            "docker.ports.cas": self.ports.cas,
+            "docker.ports.scheduler": self.ports.scheduler,
+            "docker.ports.minioConsole": self.ports.minio_console,
+        }
+        seen: dict[int, str] = {}
+        for key, port in published.items():
+            if port is None:
+                continue
+            if port == WORKER_API_PORT:
+                raise ValueError(f"{key}: {port} is the worker API port, which is never published; pick another")
+            if port in seen:
+                raise ValueError(f"{key}: {port} is already used by {seen[port]}; give each port its own number")
+            seen[port] = key
+        return self
+
+
+class ElastiCacheSettings(_Model):
+    node_type: str = Field("cache.r7g.large", pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")
+    engine_version: str = Field("7.1", pattern=r"^[0-9]+\.[0-9]+$")
+    replicas: int = Field(1, ge=1, le=5)
+    snapshot_retention_days: int = Field(7, ge=1, le=35)
+
+
+class RdsSettings(_Model):
+    instance_class: str = Field("db.r7g.large", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+    engine_version: str = Field("16.4", pattern=r"^[0-9]+(\.[0-9]+)?$")
+    allocated_storage_gb: int = Field(50, ge=20, le=65536)
+    max_allocated_storage_gb: int = Field(500, ge=20, le=65536)
+    backup_retention_days: int = Field(7, ge=1, le=35)
+
+
+AwsRegion = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")]
+
+
+class AwsSettings(_Model):
+    region: AwsRegion
+    replica_region: AwsRegion
+    vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$")
+    subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=2)
+    node_security_group_id: str = Field(pattern=r"^sg-[0-9a-f]{8,17}$")
+    metadata_engine: Literal["redis", "postgres"] = "redis"
+    elasticache: ElastiCacheSettings = ElastiCacheSettings()
+    rds: RdsSettings = RdsSettings()
+    # IRSA: with both set, JuiceFS reaches S3 through a role; otherwise through a dedicated IAM user.
+    oidc_provider_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/.+$")
+    oidc_provider_url: str | None = Field(None, pattern=r"^[a-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
+    noncurrent_version_expiration_days: int = Field(30, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _regions_differ(self) -> AwsSettings:
+        if self.replica_region == self.region:
+            raise ValueError(
+                f"aws.replicaRegion: {self.replica_region!r} equals aws.region; replication needs a second region"
+            )
+        if (self.oidc_provider_arn is None) != (self.oidc_provider_url is None):
+            raise ValueError("aws.oidcProviderArn and aws.oidcProviderUrl go together; set both or neither")
+        return self
+
+
+class ContainerResources(_Model):
+    cpu_request: K8sQuantity
+    memory_request: K8sQuantity
+    cpu_limit: K8sQuantity
+    memory_limit: K8sQuantity
+
+
+class KubernetesSettings(_Model):
+    namespace: DnsLabel = "nativelink"
+    csi_namespace: DnsLabel = "kube-system"
+    storage_class_name: DnsLabel = "juicefs-nativelink"
+    cas_volume_size: K8sQuantity = "500Gi"
+    worker_ephemeral_storage: K8sQuantity = "50Gi"
+    cas_resources: ContainerResources = ContainerResources(
+        cpu_request="2", memory_request="4Gi", cpu_limit="4", memory_limit="8Gi"
+    )
+    scheduler_resources: ContainerResources = ContainerResources(
+        cpu_request="500m", memory_request="1Gi", cpu_limit="2", memory_limit="2Gi"
+    )
+    worker_resources: ContainerResources = ContainerResources(
+        cpu_request="2", memory_request="4Gi", cpu_limit="4", memory_limit="8Gi"
+    )
+    termination_grace_period_s: int = Field(600, ge=30, le=7200)
+    autoscale_max_workers: int | None = Field(None, ge=1, le=1000)
+
+
+InsecureOverride = Literal["unencrypted-juicefs", "plaintext-metadata"]
+
+
+class Settings(_Model):
+    platform: Literal["docker", "aws"]
+    versions: Versions
+    workers: WorkerSettings = WorkerSettings()
+    nativelink: NativeLinkSettings = NativeLinkSettings()
+    juicefs: JuiceFsSettings = JuiceFsSettings()
+    docker: DockerSettings = DockerSettings()
+    aws: AwsSettings | None = None
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    # Named, explicit opt-outs of prod guardrails; each is listed in the README.
+    allow_insecure: list[InsecureOverride] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _platform_needs(self) -> Settings:
+        if self.platform == "aws":
+            if self.aws is None:
+                raise ValueError(
+                    "aws: required when platform is 'aws'; set aws.region, aws.replicaRegion, aws.vpcId, "
+                    "aws.subnetIds and aws.nodeSecurityGroupId"
+                )
+            if not self.juicefs.encrypt and "unencrypted-juicefs" not in self.allow_insecure:
+                raise ValueError(
+                    "juicefs.encrypt: false is refused on platform 'aws'; set it to true, or add "
+                    "'unencrypted-juicefs' to allowInsecure to accept plaintext objects"
+                )
+        return self
+
+
+# The top-level keys of the project namespace, as set in Pulumi.<stack>.yaml.
+TOP_LEVEL_KEYS = tuple(
+    (field.alias or name) for name, field in Settings.model_fields.items()
+)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not location:
+        return message
+    key = f"{PROJECT}:{location}"
+    if error["type"] == "missing":
+        return f"{key}: missing; set it with `pulumi config set --path '{location}' <value>`"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown setting; remove it or check its spelling against the README's config reference"
+    value = error.get("input")
+    return f"{key} = {value!r}: {message}"
+
+
+def parse_settings(raw: Mapping[str, Any]) -> Settings:
+    """Validate raw config values (top-level key -> value) into Settings, or raise ConfigError."""
+    try:
+        return Settings.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = "\n".join(f"  - {_describe(error)}" for error in exc.errors())
+        raise ConfigError(f"invalid stack config ({exc.error_count()} problem(s)):\n{problems}") from None
+
+
+def load_settings(get_object: Callable[[str], Any], all_keys: Mapping[str, str]) -> Settings:
+    """Read the project's config keys through `get_object` and validate them.
+
+    `all_keys` is the full config map the engine passed in; a key of this project that the program
+    does not read is refused, so a typo cannot silently fall back to a default.
+    """
+    prefix = f"{PROJECT}:"
+    unknown = sorted(
+        key for key in all_keys if key.startswith(prefix) and key[len(prefix):] not in TOP_LEVEL_KEYS
+    )
+    if unknown:
+        raise ConfigError(
+            "invalid stack config: unknown key(s) "
+            + ", ".join(unknown)
+            + f"; the program reads {', '.join(prefix + key for key in TOP_LEVEL_KEYS)}"
+        )
+    raw = {key: value for key in TOP_LEVEL_KEYS if (value := get_object(key)) is not None}
+    return parse_settings(raw)

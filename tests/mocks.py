@@ -1,0 +1,132 @@
+"""Pulumi mocks that record every registered resource with its inputs and options."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+@dataclass
+class Recorded:
+    """One registered resource: its type, name, inputs (wire names) and the options it was given."""
+
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    custom: bool
+    resource: pulumi.Resource | None = None
+    opts: pulumi.ResourceOptions | None = None
+    parent: pulumi.Resource | None = None
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+    @property
+    def protect(self) -> bool:
+        return bool(self.opts is not None and self.opts.protect)
+
+    @property
+    def retain_on_delete(self) -> bool:
+        return bool(self.opts is not None and self.opts.retain_on_delete)
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(pulumi.runtime.rpc._special_sig_key) == SECRET_SIG
+
+
+def reveal(value: Any) -> Any:
+    """The plaintext inside Pulumi's secret sentinel, recursively."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {key: reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [reveal(item) for item in value]
+    return value
+
+
+def plaintext_strings(value: Any) -> Iterator[str]:
+    """Every string in `value` that is not inside a secret sentinel."""
+    if is_secret(value):
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from plaintext_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from plaintext_strings(item)
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Echoes inputs back as outputs and keeps a record of every resource."""
+
+    def __init__(self) -> None:
+        self.resources: list[Recorded] = []
+        self._by_key: dict[tuple[str, str], Recorded] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        record = self._by_key.get((args.typ, args.name))
+        if record is None:
+            record = Recorded(args.typ, args.name, dict(args.inputs), args.custom)
+            self._by_key[(args.typ, args.name)] = record
+            self.resources.append(record)
+        else:
+            record.inputs = dict(args.inputs)
+        outputs = dict(args.inputs)
+        outputs.update(self._computed(args))
+        return f"{args.name}-id", outputs
+
+    def _computed(self, args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+        """Outputs a real provider would compute."""
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            return {"result": f"generated-{args.name}-password"}
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            return {"privateKeyPem": f"-----BEGIN RSA PRIVATE KEY-----{args.name}-----END RSA PRIVATE KEY-----"}
+        if args.typ.startswith("aws:"):
+            return {"arn": f"arn:aws:mock:::{args.name}"}
+        return {}
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/ci", "userId": "ci"}, None
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, None
+        return {}, None
+
+    # ---- recording options through a legacy transformation (new-style transforms do not run under mocks)
+
+    def transformation(self, args: pulumi.ResourceTransformationArgs) -> None:
+        key = (args.type_, args.name)
+        record = self._by_key.get(key)
+        if record is None:
+            record = Recorded(args.type_, args.name, {}, not isinstance(args.resource, pulumi.ComponentResource))
+            self._by_key[key] = record
+            self.resources.append(record)
+        record.resource = args.resource
+        record.opts = args.opts
+        record.parent = args.opts.parent
+        record.depends_on = [dep for dep in (args.opts.depends_on or []) if isinstance(dep, pulumi.Resource)]  # type: ignore[union-attr]
+
+    # ---- queries used by the tests
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [record for record in self.resources if record.typ == typ]
+
+    def one(self, typ: str, name: str) -> Recorded:
+        matches = [record for record in self.resources if record.typ == typ and record.name == name]
+        if len(matches) != 1:
+            known = sorted(f"{r.typ}::{r.name}" for r in self.resources)
+            raise AssertionError(f"expected one {typ} named {name}, found {len(matches)}; have {json.dumps(known, indent=1)}")
+        return matches[0]
+
+    def named(self, name: str) -> Recorded:
+        matches = [record for record in self.resources if record.name == name]
+        if len(matches) != 1:
+            raise AssertionError(f"expected one resource named {name}, found {len(matches)}")
+        return matches[0]
