@@ -41,6 +41,14 @@ class ConfigError(ValueError):
     """Bad stack config, reported before any resource is touched."""
 
 
+class SettingError(ValueError):
+    """A rule across several settings, reported against the one key to change."""
+
+    def __init__(self, key: str, value: Any, message: str) -> None:
+        super().__init__(message)
+        self.key, self.value, self.message = key, value, message
+
+
 def _pinned_image(ref: str) -> str:
     match = _IMAGE_RE.match(ref)
     if match is None:
@@ -103,9 +111,10 @@ class Versions(_Model):
         tag = _IMAGE_RE.match(self.nativelink).group("tag")  # type: ignore[union-attr]
         release = re.fullmatch(r"v?([0-9]+)\.([0-9]+)\.([0-9]+)", tag or "")
         if release and tuple(int(part) for part in release.groups()) < MIN_NATIVELINK:
-            raise ValueError(
-                f"versions.nativelink: {self.nativelink!r} is older than v1.6.6, the config format this "
-                "program renders; use v1.6.6 or later"
+            raise SettingError(
+                "versions.nativelink",
+                self.nativelink,
+                "older than v1.6.6, the config format this program renders; use v1.6.6 or later",
             )
         return self
 
@@ -164,9 +173,9 @@ class DockerSettings(_Model):
             if port is None:
                 continue
             if port == WORKER_API_PORT:
-                raise ValueError(f"{key}: {port} is the worker API port, which is never published; pick another")
+                raise SettingError(key, port, "the worker API port, which is never published; pick another")
             if port in seen:
-                raise ValueError(f"{key}: {port} is already used by {seen[port]}; give each port its own number")
+                raise SettingError(key, port, f"already used by {seen[port]}; give each port its own number")
             seen[port] = key
         return self
 
@@ -206,11 +215,15 @@ class AwsSettings(_Model):
     @model_validator(mode="after")
     def _regions_differ(self) -> AwsSettings:
         if self.replica_region == self.region:
-            raise ValueError(
-                f"aws.replicaRegion: {self.replica_region!r} equals aws.region; replication needs a second region"
+            raise SettingError(
+                "aws.replicaRegion", self.replica_region, "equals aws.region; replication needs a second region"
             )
         if (self.oidc_provider_arn is None) != (self.oidc_provider_url is None):
-            raise ValueError("aws.oidcProviderArn and aws.oidcProviderUrl go together; set both or neither")
+            raise SettingError(
+                "aws.oidcProviderUrl",
+                self.oidc_provider_url,
+                "aws.oidcProviderArn and aws.oidcProviderUrl go together; set both or neither",
+            )
         return self
 
 
@@ -259,14 +272,18 @@ class Settings(_Model):
     def _platform_needs(self) -> Settings:
         if self.platform == "aws":
             if self.aws is None:
-                raise ValueError(
-                    "aws: required when platform is 'aws'; set aws.region, aws.replicaRegion, aws.vpcId, "
-                    "aws.subnetIds and aws.nodeSecurityGroupId"
+                raise SettingError(
+                    "aws",
+                    None,
+                    "required when platform is 'aws'; set aws.region, aws.replicaRegion, aws.vpcId, "
+                    "aws.subnetIds and aws.nodeSecurityGroupId",
                 )
             if not self.juicefs.encrypt and "unencrypted-juicefs" not in self.allow_insecure:
-                raise ValueError(
-                    "juicefs.encrypt: false is refused on platform 'aws'; set it to true, or add "
-                    "'unencrypted-juicefs' to allowInsecure to accept plaintext objects"
+                raise SettingError(
+                    "juicefs.encrypt",
+                    False,
+                    "refused on platform 'aws'; set it to true, or add 'unencrypted-juicefs' to "
+                    "allowInsecure to accept plaintext objects",
                 )
         return self
 
@@ -278,6 +295,9 @@ TOP_LEVEL_KEYS = tuple(
 
 
 def _describe(error: Mapping[str, Any]) -> str:
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, SettingError):
+        return f"{PROJECT}:{cause.key} = {cause.value!r}: {cause.message}"
     location = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
     if not location:

@@ -1,0 +1,137 @@
+"""Stack config validation: good stacks load, bad values are refused naming the key and the fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.settings import PROJECT, ConfigError, Settings, load_settings, parse_settings, size_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The project's config values from Pulumi.<stack>.yaml, keyed without the project prefix."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    prefix = f"{PROJECT}:"
+    return {key.removeprefix(prefix): value for key, value in document["config"].items() if key.startswith(prefix)}
+
+
+def dev_config() -> dict[str, Any]:
+    return copy.deepcopy(stack_config("dev"))
+
+
+def with_value(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    *parents, last = path.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return config
+
+
+def test_dev_stack_file_is_valid() -> None:
+    settings = parse_settings(dev_config())
+    assert settings.platform == "docker"
+    assert settings.workers.count == 3
+    assert settings.versions.nativelink.endswith(":v1.6.6")
+
+
+def test_defaults_fill_what_the_stack_leaves_out() -> None:
+    minimal = {"platform": "docker", "versions": dev_config()["versions"]}
+    settings = parse_settings(minimal)
+    assert settings.docker.ports.cas == 50051
+    assert settings.docker.ports.scheduler == 50052
+    assert settings.docker.ports.minio_console is None
+    assert settings.docker.wipe_volumes_on_destroy is False
+    assert settings.workers.count == 3
+
+
+def test_values_set_as_strings_by_the_cli_are_coerced() -> None:
+    settings = parse_settings(with_value(dev_config(), "workers.count", "5"))
+    assert settings.workers.count == 5
+
+
+@pytest.mark.parametrize("size, expected", [("10gb", 10 * 1000**3), ("500mb", 500 * 1000**2), ("1tb", 1000**4)])
+def test_size_bytes(size: str, expected: int) -> None:
+    assert size_bytes(size) == expected
+
+
+# (config path, bad value, the key named in the error, a fragment of the explanation)
+BAD_VALUES: list[tuple[str, Any, str, str]] = [
+    ("platform", "gcp", "platform", "'docker' or 'aws'"),
+    ("workers.count", 0, "workers.count", "greater than or equal to 1"),
+    ("workers.count", -2, "workers.count", "greater than or equal to 1"),
+    ("workers.count", "three", "workers.count", "valid integer"),
+    ("workers.count", 1001, "workers.count", "less than or equal to 1000"),
+    ("workers.fastStoreSize", "10GiB", "workers.fastStoreSize", "kb, mb, gb or tb"),
+    ("workers.fastStoreSize", "0gb", "workers.fastStoreSize", "kb, mb, gb or tb"),
+    ("nativelink.casMaxBytes", 1000, "nativelink.casMaxBytes", "valid string"),
+    ("versions.nativelink", "ghcr.io/tracemachina/nativelink:latest", "versions.nativelink", "floating tag"),
+    ("versions.nativelink", "ghcr.io/tracemachina/nativelink", "versions.nativelink", "no tag or digest"),
+    ("versions.nativelink", "ghcr.io/tracemachina/nativelink:v1.6.5", "versions.nativelink", "older than v1.6.6"),
+    ("versions.redis", "Redis:7", "versions.redis", "not an image reference"),
+    ("versions.juicefsCsiChart", "latest", "versions.juicefsCsiChart", "should match pattern"),
+    ("docker.ports.cas", 0, "docker.ports.cas", "greater than or equal to 1"),
+    ("docker.ports.scheduler", 70000, "docker.ports.scheduler", "less than or equal to 65535"),
+    ("docker.ports.scheduler", 50061, "docker.ports.scheduler", "worker API port"),
+    ("docker.ports.scheduler", 50051, "docker.ports.scheduler", "already used by docker.ports.cas"),
+    ("docker.hostMountDir", "relative/dir", "docker.hostMountDir", "should match pattern"),
+    ("docker.wipeVolumesOnDestroy", "sometimes", "docker.wipeVolumesOnDestroy", "valid boolean"),
+    ("juicefs.volumeName", "my_volume", "juicefs.volumeName", "should match pattern"),
+    ("juicefs.bucketName", "Upper_Case", "juicefs.bucketName", "should match pattern"),
+    ("juicefs.compress", "gzip", "juicefs.compress", "'none', 'lz4' or 'zstd'"),
+    ("juicefs.trashDays", -1, "juicefs.trashDays", "greater than or equal to 0"),
+    ("juicefs.blockSizeKib", 32, "juicefs.blockSizeKib", "greater than or equal to 64"),
+    ("nativelink.logLevel", "verbose", "nativelink.logLevel", "'error', 'warn', 'info', 'debug' or 'trace'"),
+    ("workers.unknownKnob", 1, "workers.unknownKnob", "unknown setting"),
+]
+
+
+@pytest.mark.parametrize("path, value, key, explanation", BAD_VALUES, ids=[f"{p}={v!r}" for p, v, _, _ in BAD_VALUES])
+def test_bad_value_is_refused_naming_the_key(path: str, value: Any, key: str, explanation: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(with_value(dev_config(), path, value))
+    message = str(raised.value)
+    assert f"{PROJECT}:{key}" in message
+    assert explanation in message
+    if "unknown" not in explanation:
+        assert repr(value) in message or str(value) in message
+
+
+def test_missing_versions_block_says_how_to_set_it() -> None:
+    config = dev_config()
+    del config["versions"]
+    with pytest.raises(ConfigError, match=r"nativelink-juicefs:versions: missing; set it with `pulumi config set --path"):
+        parse_settings(config)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    config = with_value(with_value(dev_config(), "workers.count", 0), "juicefs.compress", "gzip")
+    with pytest.raises(ConfigError, match=r"2 problem\(s\)"):
+        parse_settings(config)
+
+
+def test_aws_platform_needs_aws_settings() -> None:
+    with pytest.raises(ConfigError, match="nativelink-juicefs:aws = None: required when platform is 'aws'"):
+        parse_settings(with_value(dev_config(), "platform", "aws"))
+
+
+def test_unknown_top_level_key_is_refused_before_validation() -> None:
+    def get_object(key: str) -> Any:
+        return dev_config().get(key)
+
+    keys = {f"{PROJECT}:{key}": "x" for key in dev_config()} | {f"{PROJECT}:worker": "{}"}
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) nativelink-juicefs:worker;"):
+        load_settings(get_object, keys)
+
+
+def test_load_settings_reads_each_top_level_key() -> None:
+    config = dev_config()
+    settings = load_settings(config.get, {f"{PROJECT}:{key}": "x" for key in config})
+    assert isinstance(settings, Settings)
+    assert settings == parse_settings(config)
