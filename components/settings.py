@@ -91,9 +91,7 @@ ChartVersion = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
 class Versions(_Model):
@@ -289,9 +287,7 @@ class Settings(_Model):
 
 
 # The top-level keys of the project namespace, as set in Pulumi.<stack>.yaml.
-TOP_LEVEL_KEYS = tuple(
-    (field.alias or name) for name, field in Settings.model_fields.items()
-)
+TOP_LEVEL_KEYS = tuple((field.alias or name) for name, field in Settings.model_fields.items())
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -327,9 +323,7 @@ def load_settings(get_object: Callable[[str], Any], all_keys: Mapping[str, str])
     does not read is refused, so a typo cannot silently fall back to a default.
     """
     prefix = f"{PROJECT}:"
-    unknown = sorted(
-        key for key in all_keys if key.startswith(prefix) and key[len(prefix):] not in TOP_LEVEL_KEYS
-    )
+    unknown = sorted(key for key in all_keys if key.startswith(prefix) and key[len(prefix) :] not in TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(
             "invalid stack config: unknown key(s) "

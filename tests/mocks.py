@@ -73,7 +73,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         record = self._by_key.get((args.typ, args.name))
         if record is None:
-            record = Recorded(args.typ, args.name, dict(args.inputs), args.custom)
+            record = Recorded(args.typ, args.name, dict(args.inputs), bool(args.custom))
             self._by_key[(args.typ, args.name)] = record
             self.resources.append(record)
         else:
@@ -122,7 +122,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         matches = [record for record in self.resources if record.typ == typ and record.name == name]
         if len(matches) != 1:
             known = sorted(f"{r.typ}::{r.name}" for r in self.resources)
-            raise AssertionError(f"expected one {typ} named {name}, found {len(matches)}; have {json.dumps(known, indent=1)}")
+            raise AssertionError(
+                f"expected one {typ} named {name}, found {len(matches)}; have {json.dumps(known, indent=1)}"
+            )
         return matches[0]
 
     def named(self, name: str) -> Recorded:

@@ -106,7 +106,7 @@ def test_bad_value_is_refused_naming_the_key(path: str, value: Any, key: str, ex
 def test_missing_versions_block_says_how_to_set_it() -> None:
     config = dev_config()
     del config["versions"]
-    with pytest.raises(ConfigError, match=r"nativelink-juicefs:versions: missing; set it with `pulumi config set --path"):
+    with pytest.raises(ConfigError, match=r"nativelink-juicefs:versions: missing; set it with `pulumi config set"):
         parse_settings(config)
 
 

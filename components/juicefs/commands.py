@@ -145,20 +145,23 @@ def mount_script(format_command: list[str], mount_command: list[str], mountpoint
     start while JuiceFS is not mounted.
     """
     marker = mount_ready_marker(mountpoint)
-    return "\n".join(
-        [
-            "set -eu",
-            # A killed predecessor leaves a dead FUSE mount that would block the new one.
-            f"umount -l {shlex.quote(mountpoint)} 2>/dev/null || true",
-            shlex.join(format_command),
-            f"{shlex.join(mount_command)} &",
-            "pid=$!",
-            "trap 'kill -TERM \"$pid\"' TERM INT",
-            f"until [ -e {shlex.quote(marker)} ]; do kill -0 \"$pid\"; sleep 1; done",
-            f"mkdir -p {shlex.quote(data_dir)}",
-            'wait "$pid"',
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                "set -eu",
+                # A killed predecessor leaves a dead FUSE mount that would block the new one.
+                f"umount -l {shlex.quote(mountpoint)} 2>/dev/null || true",
+                shlex.join(format_command),
+                f"{shlex.join(mount_command)} &",
+                "pid=$!",
+                "trap 'kill -TERM \"$pid\"' TERM INT",
+                f'until [ -e {shlex.quote(marker)} ]; do kill -0 "$pid"; sleep 1; done',
+                f"mkdir -p {shlex.quote(data_dir)}",
+                'wait "$pid"',
+            ]
+        )
+        + "\n"
+    )
 
 
 def mount_healthcheck(mountpoint: str, data_dir: str) -> list[str]:

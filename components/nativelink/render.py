@@ -163,7 +163,9 @@ def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
     return CasConfig(
         stores=_remote_stores(settings, endpoints),
         schedulers=[
-            NamedScheduler(name=SCHEDULER, simple=SimpleSpec(supported_platform_properties=_supported_properties(settings)))
+            NamedScheduler(
+                name=SCHEDULER, simple=SimpleSpec(supported_platform_properties=_supported_properties(settings))
+            )
         ],
         servers=[
             _listener(
@@ -171,7 +173,9 @@ def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
                 layout.SCHEDULER_PORT,
                 ServicesConfig(
                     ac=[AcStoreConfig(instance_name=instance, ac_store=REMOTE_AC_STORE)],
-                    execution=[ExecutionConfig(instance_name=instance, cas_store=REMOTE_CAS_STORE, scheduler=SCHEDULER)],
+                    execution=[
+                        ExecutionConfig(instance_name=instance, cas_store=REMOTE_CAS_STORE, scheduler=SCHEDULER)
+                    ],
                     capabilities=[
                         CapabilitiesConfig(
                             instance_name=instance,
@@ -181,7 +185,9 @@ def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
                 ),
             ),
             # Alone on its own port, as upstream asks: workers are not clients.
-            _listener("worker_api", layout.WORKER_API_PORT, ServicesConfig(worker_api=WorkerApiConfig(scheduler=SCHEDULER))),
+            _listener(
+                "worker_api", layout.WORKER_API_PORT, ServicesConfig(worker_api=WorkerApiConfig(scheduler=SCHEDULER))
+            ),
             _health_listener(admin=True),
         ],
     )
@@ -208,7 +214,9 @@ def render_worker(settings: Settings, endpoints: Endpoints) -> CasConfig:
             WorkerConfig(
                 local=LocalWorkerConfig(
                     name=WORKER_NAME,
-                    worker_api_endpoint=EndpointConfig(uri=f"grpc://{endpoints.scheduler_host}:{layout.WORKER_API_PORT}"),
+                    worker_api_endpoint=EndpointConfig(
+                        uri=f"grpc://{endpoints.scheduler_host}:{layout.WORKER_API_PORT}"
+                    ),
                     cas_fast_slow_store=WORKER_FAST_SLOW_STORE,
                     upload_action_result=UploadActionResultConfig(ac_store=REMOTE_AC_STORE),
                     work_directory=layout.WORKER_WORK_DIRECTORY,

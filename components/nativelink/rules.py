@@ -168,6 +168,4 @@ def check_configs(
 
 
 def check_cluster(configs: ClusterConfigs) -> list[str]:
-    return check_configs(
-        {"cas_server": configs.cas_server, "scheduler": configs.scheduler, "worker": configs.worker}
-    )
+    return check_configs({"cas_server": configs.cas_server, "scheduler": configs.scheduler, "worker": configs.worker})

@@ -1,0 +1,120 @@
+"""JuiceFS command lines and URLs, as the components hand them to the client."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from components.juicefs.commands import (
+    FormatOptions,
+    MountOptions,
+    format_args,
+    minio_bucket_url,
+    mount_args,
+    mount_healthcheck,
+    mount_script,
+    postgres_meta_url,
+    redis_meta_url,
+    s3_bucket_url,
+)
+from components.settings import parse_settings
+from tests.test_settings import dev_config, with_value
+
+
+def options(encrypt: bool = False) -> FormatOptions:
+    settings = parse_settings(with_value(dev_config(), "juicefs.encrypt", encrypt)).juicefs
+    return FormatOptions.from_settings(settings, "minio", minio_bucket_url("minio", 9000, "nativelink-cas"), "/k.pem")
+
+
+def test_redis_url_carries_no_password() -> None:
+    assert redis_meta_url("redis", 6379, 1) == "redis://redis:6379/1"
+    assert redis_meta_url("cache.example", 6379, 1, tls=True) == "rediss://cache.example:6379/1"
+    assert (
+        redis_meta_url("127.0.0.1", 6380, 2, tls=True, ca_file="/etc/ca.pem")
+        == "rediss://127.0.0.1:6380/2?tls-ca-cert-file=%2Fetc%2Fca.pem"
+    )
+
+
+def test_postgres_url_verifies_the_server_by_default() -> None:
+    assert (
+        postgres_meta_url("db.example", 5432, "juicefs", "jfs", sslrootcert="/etc/rds-ca.pem")
+        == "postgres://jfs@db.example:5432/juicefs?sslmode=verify-full&sslrootcert=%2Fetc%2Frds-ca.pem"
+    )
+
+
+def test_bucket_urls() -> None:
+    assert minio_bucket_url("minio", 9000, "b") == "http://minio:9000/b"
+    assert s3_bucket_url("b", "eu-west-1") == "https://b.s3.eu-west-1.amazonaws.com"
+
+
+def test_format_args_follow_the_settings() -> None:
+    args = format_args(options(), "redis://redis:6379/1")
+    assert args[:2] == ["juicefs", "format"]
+    assert args[-2:] == ["redis://redis:6379/1", "nativelink-cas"]
+    flags = dict(zip(args[2:-2:2], args[3:-2:2], strict=True))
+    assert flags == {
+        "--storage": "minio",
+        "--bucket": "http://minio:9000/nativelink-cas",
+        "--block-size": "4096",
+        "--compress": "lz4",
+        "--trash-days": "1",
+    }
+
+
+def test_encrypted_format_names_the_key_file_and_algorithm() -> None:
+    args = format_args(options(encrypt=True), "redis://redis:6379/1")
+    assert args[args.index("--encrypt-rsa-key") + 1] == "/k.pem"
+    assert args[args.index("--encrypt-algo") + 1] == "aes256gcm-rsa"
+    assert "--encrypt-rsa-key" not in format_args(options(encrypt=False), "redis://redis:6379/1")
+
+
+def test_secrets_never_travel_on_argv() -> None:
+    args = format_args(options(), "redis://redis:6379/1") + mount_args(
+        MountOptions("/jfs", "/var/jfsCache", "5gb"), "redis://redis:6379/1"
+    )
+    for flag in ("--access-key", "--secret-key", "--session-token"):
+        assert flag not in args
+
+
+def test_mount_args_size_the_cache_in_mib() -> None:
+    args = mount_args(MountOptions("/jfs", "/var/jfsCache", "5gb"), "redis://redis:6379/1")
+    assert args[args.index("--cache-size") + 1] == str(5 * 1000**3 // 2**20)
+    assert args[-2:] == ["redis://redis:6379/1", "/jfs"]
+    assert "--no-usage-report" in args
+    assert "--writeback" not in args
+
+
+@pytest.fixture
+def script() -> str:
+    return mount_script(
+        format_args(options(), "redis://redis:6379/1"),
+        mount_args(MountOptions("/jfs", "/var/jfsCache", "5gb"), "redis://redis:6379/1"),
+        "/jfs",
+        "/jfs/nativelink",
+    )
+
+
+def test_mount_script_is_valid_posix_shell(script: str) -> None:
+    subprocess.run(["sh", "-n", "-c", script], check=True)
+
+
+def test_mount_script_formats_then_mounts_then_creates_the_data_directory(script: str) -> None:
+    lines = script.splitlines()
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith("juicefs format")),
+        next(i for i, line in enumerate(lines) if line.startswith("juicefs mount")),
+        next(i for i, line in enumerate(lines) if "/jfs/.config" in line),
+        next(i for i, line in enumerate(lines) if line.startswith("mkdir -p /jfs/nativelink")),
+        next(i for i, line in enumerate(lines) if line.startswith("wait")),
+    ]
+    assert order == sorted(order)
+    assert shlex.split(lines[order[0]]) == format_args(options(), "redis://redis:6379/1")
+
+
+def test_healthcheck_proves_the_mount_and_the_data_directory() -> None:
+    assert mount_healthcheck("/jfs", "/jfs/nativelink") == [
+        "CMD-SHELL",
+        "test -e /jfs/.config && test -d /jfs/nativelink",
+    ]
