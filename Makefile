@@ -19,3 +19,16 @@ lint: install
 
 test: lint
 	$(VENV)/bin/python -m pytest
+
+# Dev stack on the local Docker engine, with state in a local file backend (no Pulumi Cloud).
+PULUMI_BACKEND_URL ?= file://~/.pulumi-nativelink-juicefs
+export PULUMI_BACKEND_URL
+
+.PHONY: dev-up dev-down
+dev-up:
+	mkdir -p $(HOME)/.pulumi-nativelink-juicefs
+	pulumi stack select --create dev --secrets-provider passphrase
+	pulumi up --stack dev
+
+dev-down:
+	pulumi destroy --stack dev
