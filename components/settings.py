@@ -136,7 +136,7 @@ class NativeLinkSettings(_Model):
 
 
 class JuiceFsSettings(_Model):
-    volume_name: str = Field("nativelink-cas", pattern=r"^[A-Za-z0-9-]{3,63}$")
+    volume_name: str = Field("nativelink-cas", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
     bucket_name: str = Field("nativelink-cas", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     block_size_kib: int = Field(4096, ge=64, le=16384)
     compress: Literal["none", "lz4", "zstd"] = "lz4"

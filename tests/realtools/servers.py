@@ -147,9 +147,7 @@ def juicefs_binary() -> Path:
     )
 
 
-def _require_binary(
-    name: str, install_hint: str, extra_dirs: Iterable[str] = ()
-) -> Path:
+def _require_binary(name: str, install_hint: str, extra_dirs: Iterable[str] = ()) -> Path:
     for directory in extra_dirs:
         path = Path(directory) / name
         if path.is_file() and os.access(path, os.X_OK):
@@ -168,16 +166,12 @@ def juicefs_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return result
 
 
-def _check_no_secret_on_argv(
-    args: Sequence[str], env: Mapping[str, str] | None
-) -> None:
+def _check_no_secret_on_argv(args: Sequence[str], env: Mapping[str, str] | None) -> None:
     if not env:
         return
     for key, value in env.items():
         if key in _ARGV_FORBIDDEN and value and any(value in arg for arg in args):
-            raise ValueError(
-                f"the value of {key} appears on the juicefs command line; pass it via env only"
-            )
+            raise ValueError(f"the value of {key} appears on the juicefs command line; pass it via env only")
 
 
 def run_juicefs(
@@ -326,9 +320,7 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(public), critical=False
-            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(self._key, hashes.SHA256())
         )
         self.ca_file = directory / "ca.crt"
@@ -353,30 +345,16 @@ class CertificateAuthority:
             except ValueError:
                 alt_names.append(x509.DNSName(host))
         now = datetime.datetime.now(datetime.UTC)
-        usage = (
-            ExtendedKeyUsageOID.CLIENT_AUTH
-            if client
-            else ExtendedKeyUsageOID.SERVER_AUTH
-        )
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = (
             x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(
-                            NameOID.COMMON_NAME, hosts[0] if hosts else name
-                        )
-                    ]
-                )
-            )
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else name)]))
             .issuer_name(self._cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(
-                x509.BasicConstraints(ca=False, path_length=None), critical=True
-            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -393,16 +371,12 @@ class CertificateAuthority:
             )
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    self._key.public_key()
-                ),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,
             )
         )
         if alt_names:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(alt_names), critical=False
-            )
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         cert_file = directory / f"{name}.crt"
         key_file = directory / f"{name}.key"
@@ -543,8 +517,7 @@ class ManagedServer:
 
     def _fail(self, message: str) -> NoReturn:
         raise ServerStartError(
-            f"{self.kind} on {self.host}:{self.port} {message}\n"
-            f"--- {self.log_file} (tail) ---\n{self.log_tail()}"
+            f"{self.kind} on {self.host}:{self.port} {message}\n--- {self.log_file} (tail) ---\n{self.log_tail()}"
         )
 
 
@@ -625,9 +598,7 @@ class RedisServer(ManagedServer):
         return "redis"
 
     def _check_dependencies(self) -> None:
-        self._binary = _require_binary(
-            "redis-server", "apt-get install -y redis-server", ["/usr/bin", "/usr/sbin"]
-        )
+        self._binary = _require_binary("redis-server", "apt-get install -y redis-server", ["/usr/bin", "/usr/sbin"])
 
     def _config_lines(self) -> list[str]:
         return [
@@ -675,9 +646,7 @@ class RedisServer(ManagedServer):
         """A logical database number no earlier caller got (one JuiceFS volume each)."""
         with self._db_lock:
             if self._next_db >= self.databases:
-                raise RuntimeError(
-                    f"all {self.databases} redis databases are allocated"
-                )
+                raise RuntimeError(f"all {self.databases} redis databases are allocated")
             db = self._next_db
             self._next_db += 1
             return db
@@ -685,9 +654,7 @@ class RedisServer(ManagedServer):
     def default_query(self) -> dict[str, str]:
         return {}
 
-    def meta_url(
-        self, db: int | None = None, query: Mapping[str, str] | None = None
-    ) -> str:
+    def meta_url(self, db: int | None = None, query: Mapping[str, str] | None = None) -> str:
         """Metadata URL without credentials; give ``env()`` to juicefs for the password."""
         db = self.allocate_db() if db is None else db
         params = self.default_query() if query is None else dict(query)
@@ -727,9 +694,7 @@ class TlsRedisServer(RedisServer):
     def _config_lines(self) -> list[str]:
         assert self._cert is not None
         cert_file, key_file = self._cert
-        lines = [
-            line for line in super()._config_lines() if not line.startswith("port ")
-        ]
+        lines = [line for line in super()._config_lines() if not line.startswith("port ")]
         return [
             *lines,
             "port 0",
@@ -778,14 +743,9 @@ def postgres_bindir() -> Path:
     def version(path: Path) -> int:
         return int(path.parent.name) if path.parent.name.isdigit() else 0
 
-    candidates += sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True
-    )
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
     for bindir in candidates:
-        if all(
-            (bindir / tool).is_file()
-            for tool in ("initdb", "postgres", "pg_isready", "psql")
-        ):
+        if all((bindir / tool).is_file() for tool in ("initdb", "postgres", "pg_isready", "psql")):
             return bindir
     raise MissingDependencyError(
         "PostgreSQL server binaries (initdb, postgres) not found via `pg_config --bindir` "
@@ -854,9 +814,7 @@ class PostgresServer(ManagedServer):
                 ) from None
             self._os_user = "postgres"
 
-    def _run_tool(
-        self, argv: Sequence[str | os.PathLike[str]], stdin: str | None = None
-    ) -> str:
+    def _run_tool(self, argv: Sequence[str | os.PathLike[str]], stdin: str | None = None) -> str:
         result = subprocess.run(
             [os.fspath(a) for a in argv],
             input=stdin,
@@ -930,8 +888,7 @@ class PostgresServer(ManagedServer):
         with (self.data_dir / "postgresql.conf").open("a") as fh:
             fh.write("\n# realtools\n" + "\n".join(conf) + "\n")
         (self.data_dir / "pg_hba.conf").write_text(
-            f"local all {self.superuser} trust\n"
-            f"{host_type} all all {self.host}/32 scram-sha-256\n"
+            f"local all {self.superuser} trust\n{host_type} all all {self.host}/32 scram-sha-256\n"
         )
         self._spawn([self.bindir / "postgres", "-D", self.data_dir], user=self._os_user)
         self._wait_ready(self._ready, "accept connections")
@@ -984,17 +941,13 @@ class PostgresServer(ManagedServer):
     def create_database(self, name: str | None = None) -> str:
         """A new database owned by ``self.user`` (one JuiceFS volume each)."""
         name = name or f"jfs_{secrets.token_hex(4)}"
-        self.psql(
-            f"CREATE DATABASE {_sql_ident(name)} OWNER {_sql_ident(self.user)};\n"
-        )
+        self.psql(f"CREATE DATABASE {_sql_ident(name)} OWNER {_sql_ident(self.user)};\n")
         return name
 
     def default_query(self) -> dict[str, str]:
         return {"sslmode": "disable"}
 
-    def meta_url(
-        self, database: str | None = None, query: Mapping[str, str] | None = None
-    ) -> str:
+    def meta_url(self, database: str | None = None, query: Mapping[str, str] | None = None) -> str:
         """Metadata URL without the password; give ``env()`` to juicefs for it."""
         params = self.default_query() if query is None else dict(query)
         url = f"postgres://{self.user}@{self.host}:{self.port}/{database or self.database}"
@@ -1040,8 +993,7 @@ def _sigv4_headers(
     }
     signed = ";".join(sorted(headers))
     canonical_query = "&".join(
-        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
-        for k, v in sorted(query.items())
+        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in sorted(query.items())
     )
     canonical = "\n".join(
         [
@@ -1115,12 +1067,8 @@ class S3Gateway(ManagedServer):
             timeout=30,
         )
         if result.returncode != 0:
-            raise ServerStartError(
-                f"{self.kind}: formatting the backing volume failed\n{describe(result)}"
-            )
-        env = juicefs_env(
-            {"MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key}
-        )
+            raise ServerStartError(f"{self.kind}: formatting the backing volume failed\n{describe(result)}")
+        env = juicefs_env({"MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key})
         self._spawn(
             [
                 juicefs_binary(),
@@ -1189,9 +1137,7 @@ class S3Gateway(ManagedServer):
         name = name or f"rt-{secrets.token_hex(4)}"
         status, body = self.request("PUT", f"/{name}")
         if status != 200:
-            raise RuntimeError(
-                f"creating bucket {name} failed with HTTP {status}: {body.decode(errors='replace')}"
-            )
+            raise RuntimeError(f"creating bucket {name} failed with HTTP {status}: {body.decode(errors='replace')}")
         return name
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
@@ -1201,9 +1147,7 @@ class S3Gateway(ManagedServer):
         while True:
             status, body = self.request("GET", f"/{bucket}", query)
             if status != 200:
-                raise RuntimeError(
-                    f"listing {bucket} failed with HTTP {status}: {body.decode(errors='replace')}"
-                )
+                raise RuntimeError(f"listing {bucket} failed with HTTP {status}: {body.decode(errors='replace')}")
             root = ET.fromstring(body)
             keys += [el.text or "" for el in root.iter(f"{_S3_NS}Key")]
             token = root.findtext(f"{_S3_NS}NextContinuationToken")
@@ -1308,12 +1252,7 @@ class JuiceFsMount:
         pids = []
         for key in ("Pid", "PPid"):
             pid = data.get(key)
-            if (
-                isinstance(pid, int)
-                and pid > 1
-                and pid != os.getpid()
-                and _is_juicefs(pid)
-            ):
+            if isinstance(pid, int) and pid > 1 and pid != os.getpid() and _is_juicefs(pid):
                 pids.append(pid)
         return pids
 
