@@ -77,6 +77,30 @@ def test_a_store_spec_sets_exactly_one_kind(configs: ClusterConfigs) -> None:
         CasConfig.model_validate(parsed)
 
 
+def test_a_worker_property_is_either_values_or_query_cmd(configs: ClusterConfigs) -> None:
+    parsed = as_dict(configs.worker)
+    properties = parsed["workers"][0]["local"]["platform_properties"]
+    properties["cpu_count"] = {"values": ["4"], "query_cmd": "nproc"}
+    with pytest.raises(ValueError, match="exactly one kind"):
+        CasConfig.model_validate(parsed)
+    properties["cpu_count"] = {}
+    with pytest.raises(ValueError, match="exactly one kind"):
+        CasConfig.model_validate(parsed)
+
+
+def test_the_cas_store_verifies_size_and_hash(configs: ClusterConfigs) -> None:
+    # NativeLink defaults both to false, which would accept corrupt uploads without a word.
+    cas = next(store for store in as_dict(configs.cas_server)["stores"] if store["name"] == CAS_STORE)
+    assert (cas["verify"]["verify_size"], cas["verify"]["verify_hash"]) == (True, True)
+
+
+def test_services_use_the_list_form_with_instance_names(configs: ClusterConfigs) -> None:
+    # v1.6.6 still parses the old map forms (and bytestream's `cas_stores` map), but only with a warning.
+    services = as_dict(configs.cas_server)["servers"][0]["services"]
+    assert services["bytestream"] == [{"instance_name": "", "cas_store": CAS_STORE}]
+    assert services["cas"] == [{"instance_name": "", "cas_store": CAS_STORE}]
+
+
 def test_rendered_configs_keep_every_rule(configs: ClusterConfigs) -> None:
     assert check_configs(processes(configs)) == []
 
@@ -205,6 +229,7 @@ BROKEN_LAYOUTS = [
         "both use /data/jfs/cas/content",
     ),
     ("worker", lambda c: _worker_local(c).update(cas_fast_slow_store="MISSING"), "'MISSING', which is not defined"),
+    ("worker", lambda c: _worker_local(c).pop("upload_action_result"), "upload_action_result has no ac_store"),
     ("cas_server", lambda c: c["servers"].pop(), "no listener serves ['health']"),
     (
         "scheduler",

@@ -12,6 +12,7 @@ from components.nativelink import layout
 from components.nativelink.rules import check_cluster
 from components.nativelink.schema import (
     AcStoreConfig,
+    AdminConfig,
     ByteStreamConfig,
     CapabilitiesConfig,
     CapabilitiesRemoteExecutionConfig,
@@ -26,12 +27,12 @@ from components.nativelink.schema import (
     GlobalConfig,
     GrpcEndpoint,
     GrpcSpec,
+    HealthConfig,
     HttpListener,
     ListenerConfig,
     LocalWorkerConfig,
     NamedScheduler,
     NamedStore,
-    PathConfig,
     PropertyType,
     RefSpec,
     ServerConfig,
@@ -86,8 +87,8 @@ def _health_listener(*, admin: bool = False) -> ServerConfig:
         "health",
         layout.HEALTH_PORT,
         ServicesConfig(
-            health=PathConfig(path=layout.HEALTH_PATH),
-            admin=PathConfig(path=layout.ADMIN_PATH) if admin else None,
+            health=HealthConfig(path=layout.HEALTH_PATH),
+            admin=AdminConfig(path=layout.ADMIN_PATH) if admin else None,
         ),
     )
 

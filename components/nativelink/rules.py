@@ -83,7 +83,7 @@ def _check_references(process: str, config: CasConfig) -> list[str]:
             if nested.ref_store is not None:
                 need_store(nested.ref_store.name, f"store {store.name!r}")
     for server in config.servers:
-        services = server.services
+        services = server.services or ServicesConfig()
         for cas in services.cas or []:
             need_store(cas.cas_store, f"server {server.name!r} cas")
         for ac in services.ac or []:
@@ -103,7 +103,10 @@ def _check_references(process: str, config: CasConfig) -> list[str]:
     for worker in config.workers or []:
         local = worker.local
         need_store(local.cas_fast_slow_store, "worker cas_fast_slow_store")
-        need_store(local.upload_action_result.ac_store, "worker upload_action_result")
+        if local.upload_action_result.ac_store is None:
+            problems.append(f"{process}: worker upload_action_result has no ac_store; results would never reach the AC")
+        else:
+            need_store(local.upload_action_result.ac_store, "worker upload_action_result")
     return problems
 
 
@@ -143,7 +146,7 @@ def _check_filesystems(process: str, config: CasConfig, filesystems: tuple[str, 
 def _check_services(process: str, config: CasConfig) -> list[str]:
     served: set[str] = set()
     for server in config.servers:
-        served |= _served(server.services)
+        served |= _served(server.services or ServicesConfig())
     missing = REQUIRED_SERVICES.get(process, frozenset()) - served
     return [f"{process}: no listener serves {sorted(missing)}"] if missing else []
 

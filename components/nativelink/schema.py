@@ -1,8 +1,12 @@
 """The part of NativeLink v1.6.6's config (`nativelink-config` crate) this deployment writes.
 
-Field names, nesting and list-versus-map shapes follow the crate's structs; `extra="forbid"`
-mirrors its `deny_unknown_fields`, so a key NativeLink would reject fails here first. The renderer
-builds these models and nothing else, so every rendered config passes through this one definition.
+Field names, nesting and list-versus-map shapes follow the crate's structs. Required fields here
+are required there; a field serde fills in when absent (`#[serde(default)]`) has the crate's default
+here, and an `Option` field defaults to None (omitted from the output). `extra="forbid"` mirrors
+`deny_unknown_fields`, so a key NativeLink would reject fails here first; the few places where the
+crate does not reject stray keys say so. Fields the renderer never writes are left out on purpose,
+so they are refused too. The renderer builds these models and nothing else, so every rendered
+config passes through this one definition.
 """
 
 from __future__ import annotations
@@ -16,35 +20,54 @@ class _Struct(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _exactly_one(model: BaseModel, kinds: type[BaseModel], what: str) -> None:
+    """An externally tagged Rust enum: the one key present names the variant."""
+    chosen = [name for name in kinds.model_fields if getattr(model, name) is not None]
+    if len(chosen) != 1:
+        raise ValueError(f"{what} sets exactly one kind, not {chosen}")
+
+
 # ---- stores (nativelink-config/src/stores.rs) ----
 
 
 class EvictionPolicy(_Struct):
-    max_bytes: int = Field(ge=0)
+    """nativelink-config/src/stores.rs `EvictionPolicy`."""
+
+    # NativeLink also reads a size string ("10gb"); we always write the byte count. 0 = no size limit.
+    max_bytes: int = Field(0, ge=0)
 
 
 class FilesystemSpec(_Struct):
+    """nativelink-config/src/stores.rs `FilesystemSpec`."""
+
     content_path: str
     temp_path: str
     eviction_policy: EvictionPolicy | None = None
 
 
 class GrpcEndpoint(_Struct):
+    """nativelink-config/src/stores.rs `GrpcEndpoint`."""
+
     address: str
 
 
 class GrpcSpec(_Struct):
-    instance_name: str
+    """nativelink-config/src/stores.rs `GrpcSpec`."""
+
+    instance_name: str = ""
+    # serde accepts an empty list; the store then has nothing to connect to, so we refuse it.
     endpoints: list[GrpcEndpoint] = Field(min_length=1)
     store_type: Literal["cas", "ac"]
 
 
 class RefSpec(_Struct):
+    """nativelink-config/src/stores.rs `RefSpec`."""
+
     name: str
 
 
 class StoreSpec(_Struct):
-    """One-of: exactly one field is set, as in the crate's `StoreSpec` enum."""
+    """nativelink-config/src/stores.rs `StoreSpec`: an externally tagged enum, so exactly one kind key is set."""
 
     filesystem: FilesystemSpec | None = None
     grpc: GrpcSpec | None = None
@@ -55,30 +78,44 @@ class StoreSpec(_Struct):
 
     @model_validator(mode="after")
     def _one_kind(self) -> StoreSpec:
-        chosen = [name for name in StoreSpec.model_fields if getattr(self, name) is not None]
-        if len(chosen) != 1:
-            raise ValueError(f"a store spec sets exactly one kind, not {chosen}")
+        _exactly_one(self, StoreSpec, "a store spec")
         return self
 
 
+StoreDirection = Literal["both", "update", "get", "read_only"]
+
+
 class FastSlowSpec(_Struct):
+    """nativelink-config/src/stores.rs `FastSlowSpec`."""
+
     fast: StoreSpec
     slow: StoreSpec
-    fast_direction: Literal["both", "update", "get", "read_only"] = "both"
+    fast_direction: StoreDirection = "both"
 
 
 class VerifySpec(_Struct):
+    """nativelink-config/src/stores.rs `VerifySpec`."""
+
     backend: StoreSpec
-    verify_size: bool
-    verify_hash: bool
+    # Both default to false in NativeLink, which silently turns verification off: always write them.
+    verify_size: bool = False
+    verify_hash: bool = False
 
 
 class CompletenessCheckingSpec(_Struct):
+    """nativelink-config/src/stores.rs `CompletenessCheckingSpec`."""
+
     backend: StoreSpec
     cas_store: StoreSpec
 
 
 class NamedStore(StoreSpec):
+    """nativelink-config/src/cas_server.rs `NamedConfig<StoreSpec>`: `name` beside the flattened spec.
+
+    NamedConfig has no `deny_unknown_fields` (serde cannot combine it with `flatten`), so NativeLink
+    ignores stray keys here; we refuse them anyway.
+    """
+
     name: str
 
 
@@ -88,44 +125,72 @@ PropertyType = Literal["minimum", "exact", "priority", "ignore"]
 
 
 class SimpleSpec(_Struct):
-    supported_platform_properties: dict[str, PropertyType]
+    """nativelink-config/src/schedulers.rs `SimpleSpec`."""
+
+    # Properties not listed are matched dynamically in v1.6.6 (exact match if the worker declares them).
+    supported_platform_properties: dict[str, PropertyType] | None = None
 
 
 class NamedScheduler(_Struct):
+    """nativelink-config/src/cas_server.rs `NamedConfig<SchedulerSpec>` (schedulers.rs `SchedulerSpec::Simple`).
+
+    NamedConfig has no `deny_unknown_fields`, so NativeLink ignores stray keys here; we refuse them.
+    """
+
     name: str
     simple: SimpleSpec
 
 
-# ---- workers (LocalWorkerConfig) ----
+# ---- workers (nativelink-config/src/cas_server.rs) ----
 
 
 class EndpointConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `EndpointConfig`."""
+
     uri: str
 
 
 class UploadActionResultConfig(_Struct):
-    ac_store: str
+    """nativelink-config/src/cas_server.rs `UploadActionResultConfig`."""
+
+    # Unset means the worker uploads no action results at all.
+    ac_store: str | None = None
 
 
 class WorkerProperty(_Struct):
-    """One-of: a fixed list of values, or a command whose output lines are the values."""
+    """nativelink-config/src/cas_server.rs `WorkerProperty`: an externally tagged enum.
+
+    Exactly one of `{values: [...]}` (env-expanded) or `{query_cmd: "..."}` (run, not via a shell).
+    """
 
     values: list[str] | None = None
     query_cmd: str | None = None
 
+    @model_validator(mode="after")
+    def _one_kind(self) -> WorkerProperty:
+        _exactly_one(self, WorkerProperty, "a worker property")
+        return self
+
 
 class LocalWorkerConfig(_Struct):
-    name: str
+    """nativelink-config/src/cas_server.rs `LocalWorkerConfig`."""
+
+    # Empty means the worker's index in the list. Env-expanded.
+    name: str = ""
     worker_api_endpoint: EndpointConfig
     cas_fast_slow_store: str
-    upload_action_result: UploadActionResultConfig
+    upload_action_result: UploadActionResultConfig = Field(default_factory=UploadActionResultConfig)
     work_directory: str
     platform_properties: dict[str, WorkerProperty]
-    max_action_timeout_s: int = Field(ge=1)
-    max_inflight_tasks: int = Field(ge=0)
+    # 0 means NativeLink's default (1200 s).
+    max_action_timeout_s: int = Field(0, ge=0)
+    # 0 means no limit.
+    max_inflight_tasks: int = Field(0, ge=0)
 
 
 class WorkerConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `WorkerConfig::Local`."""
+
     local: LocalWorkerConfig
 
 
@@ -133,75 +198,116 @@ class WorkerConfig(_Struct):
 
 
 class HttpListener(_Struct):
+    """nativelink-config/src/cas_server.rs `HttpListener`."""
+
     socket_address: str
 
 
 class ListenerConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `ListenerConfig::Http`."""
+
     http: HttpListener
 
 
-class CasStoreConfig(_Struct):
-    instance_name: str
+class _WithInstanceName(_Struct):
+    """nativelink-config/src/cas_server.rs `WithInstanceName<T>`: `instance_name` beside the flattened service struct.
+
+    The service structs carry `deny_unknown_fields`, but it has no effect through `flatten` and
+    WithInstanceName has none, so NativeLink ignores stray keys in these entries; we refuse them.
+    """
+
+    instance_name: str = ""
+
+
+class CasStoreConfig(_WithInstanceName):
+    """nativelink-config/src/cas_server.rs `WithInstanceName<CasStoreConfig>`."""
+
     cas_store: str
 
 
-class AcStoreConfig(_Struct):
-    instance_name: str
+class AcStoreConfig(_WithInstanceName):
+    """nativelink-config/src/cas_server.rs `WithInstanceName<AcStoreConfig>`."""
+
     ac_store: str
     read_only: bool = False
 
 
 class CapabilitiesRemoteExecutionConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `CapabilitiesRemoteExecutionConfig`."""
+
     scheduler: str
 
 
-class CapabilitiesConfig(_Struct):
-    instance_name: str
+class CapabilitiesConfig(_WithInstanceName):
+    """nativelink-config/src/cas_server.rs `WithInstanceName<CapabilitiesConfig>`."""
+
     remote_execution: CapabilitiesRemoteExecutionConfig | None = None
 
 
-class ExecutionConfig(_Struct):
-    instance_name: str
+class ExecutionConfig(_WithInstanceName):
+    """nativelink-config/src/cas_server.rs `WithInstanceName<ExecutionConfig>`."""
+
     cas_store: str
     scheduler: str
 
 
-class ByteStreamConfig(_Struct):
-    instance_name: str
+class ByteStreamConfig(_WithInstanceName):
+    """nativelink-config/src/cas_server.rs `WithInstanceName<ByteStreamConfig>`, not the old `cas_stores` map."""
+
     cas_store: str
 
 
 class WorkerApiConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `WorkerApiConfig`."""
+
     scheduler: str
 
 
-class PathConfig(_Struct):
-    path: str
+class AdminConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `AdminConfig`."""
+
+    # Empty means NativeLink's default, "/admin".
+    path: str = ""
+
+
+class HealthConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `HealthConfig` (its optional `timeout_seconds` is not written)."""
+
+    # Empty means NativeLink's default, "/status".
+    path: str = ""
 
 
 class ServicesConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `ServicesConfig`: each REAPI service is a list of per-instance entries."""
+
     cas: list[CasStoreConfig] | None = None
     ac: list[AcStoreConfig] | None = None
     capabilities: list[CapabilitiesConfig] | None = None
     execution: list[ExecutionConfig] | None = None
     bytestream: list[ByteStreamConfig] | None = None
     worker_api: WorkerApiConfig | None = None
-    admin: PathConfig | None = None
-    health: PathConfig | None = None
+    admin: AdminConfig | None = None
+    health: HealthConfig | None = None
 
 
 class ServerConfig(_Struct):
-    name: str
+    """nativelink-config/src/cas_server.rs `ServerConfig`."""
+
+    # Empty means the server's index in the list.
+    name: str = ""
     listener: ListenerConfig
-    services: ServicesConfig
+    services: ServicesConfig | None = None
 
 
 class GlobalConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `GlobalConfig` (its optional digest fields are not written)."""
+
+    # No serde default: required whenever `global` is present.
     max_open_files: int = Field(ge=1)
 
 
 class CasConfig(_Struct):
-    """A whole config file: what one `nativelink <config>` process reads."""
+    """nativelink-config/src/cas_server.rs `CasConfig`: a whole file, what one `nativelink <config>` reads."""
 
     stores: list[NamedStore]
     schedulers: list[NamedScheduler] | None = None
