@@ -73,7 +73,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         record = self._by_key.get((args.typ, args.name))
         if record is None:
-            record = Recorded(args.typ, args.name, dict(args.inputs), args.custom)
+            record = Recorded(args.typ, args.name, dict(args.inputs), bool(args.custom))
             self._by_key[(args.typ, args.name)] = record
             self.resources.append(record)
         else:
