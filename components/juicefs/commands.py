@@ -154,7 +154,8 @@ def mount_script(format_command: list[str], mount_command: list[str], mountpoint
                 shlex.join(format_command),
                 f"{shlex.join(mount_command)} &",
                 "pid=$!",
-                "trap 'kill -TERM \"$pid\"' TERM INT",
+                # Wait for juicefs to finish unmounting: when PID 1 exits, Docker kills the rest with SIGKILL.
+                'trap \'kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit $?\' TERM INT',
                 f'until [ -e {shlex.quote(marker)} ]; do kill -0 "$pid"; sleep 1; done',
                 f"mkdir -p {shlex.quote(data_dir)}",
                 'wait "$pid"',

@@ -1,0 +1,1 @@
+"""Docker (dev) implementations of the components: everything on the local Docker engine."""

@@ -1,0 +1,172 @@
+"""NativeLink on Docker: the CAS server on the JuiceFS mount, the scheduler, and N workers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pulumi
+import pulumi_docker as docker
+
+from components.docker.common import LOOPBACK, RESTART, env, healthcheck, on_network, volume_mount
+from components.nativelink import layout
+from components.nativelink.render import Endpoints, render_cluster
+
+if TYPE_CHECKING:
+    from components.settings import Settings
+
+# Docker label on the CAS server naming the mount container it was started against.
+MOUNT_LABEL = "nativelink-juicefs.mount-container"
+
+
+def bazel_flags(cas_port: int, scheduler_port: int, instance_name: str) -> str:
+    flags = [
+        f"--remote_cache=grpc://{LOOPBACK}:{cas_port}",
+        f"--remote_executor=grpc://{LOOPBACK}:{scheduler_port}",
+    ]
+    if instance_name:
+        flags.append(f"--remote_instance_name={instance_name}")
+    return " ".join(flags)
+
+
+def config_upload(content: str) -> list[docker.ContainerUploadArgs]:
+    # The provider marks `uploads` force-new (terraform-provider-docker, resource_docker_container.go:
+    # "New configuration forces a new deployment"), so a changed config replaces the container and
+    # NativeLink starts on the new one; no content-hash label is needed for that.
+    return [docker.ContainerUploadArgs(file=layout.CONFIG_PATH, content=content)]
+
+
+class DockerNativeLinkCluster(pulumi.ComponentResource):
+    """CAS server, scheduler and workers, each gated on the health of what it needs."""
+
+    cas_endpoint: pulumi.Output[str]
+    scheduler_endpoint: pulumi.Output[str]
+    bazel_flags: pulumi.Output[str]
+    cas: docker.Container
+    cas_probe: docker.Container
+    scheduler: docker.Container
+    scheduler_probe: docker.Container
+    workers: list[docker.Container]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: Settings,
+        image: pulumi.Input[str],
+        probe_image: pulumi.Input[str],
+        network: pulumi.Input[str],
+        data_host_path: pulumi.Input[str],
+        mount_container: docker.Container,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("nativelink:cluster:DockerCluster", name, None, opts)
+        cas_host = f"{name}-cas"
+        scheduler_host = f"{name}-scheduler"
+        configs = render_cluster(settings, Endpoints(cas_host=cas_host, scheduler_host=scheduler_host))
+        published = settings.docker.ports
+        rust_log = env("RUST_LOG", settings.nativelink.log_level)
+
+        def nativelink(
+            host: str,
+            config: str,
+            *,
+            depends_on: list[pulumi.Resource],
+            envs: list[pulumi.Input[str]] | None = None,
+            mounts: list[docker.ContainerMountArgs] | None = None,
+            labels: list[docker.ContainerLabelArgs] | None = None,
+            ports: list[docker.ContainerPortArgs] | None = None,
+        ) -> docker.Container:
+            # The image's entrypoint is `nativelink`; its only argument is the config path.
+            return docker.Container(
+                host,
+                name=host,
+                image=image,
+                command=[layout.CONFIG_PATH],
+                uploads=config_upload(config),
+                envs=[rust_log, *(envs or [])],
+                mounts=mounts,
+                labels=labels,
+                ports=ports,
+                networks_advanced=on_network(network, host),
+                restart=RESTART,
+                must_run=True,
+                # Stop with SIGTERM and a grace period before removal, not a bare kill.
+                destroy_grace_seconds=30,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            )
+
+        def probe(target_host: str, target: docker.Container) -> docker.Container:
+            # The NativeLink image has no shell and no HTTP client, so a busybox sidecar carries the
+            # healthcheck against the target's health listener; `wait` makes `pulumi up` block on it.
+            host = f"{target_host}-probe"
+            url = f"http://{target_host}:{layout.HEALTH_PORT}{layout.HEALTH_PATH}"
+            return docker.Container(
+                host,
+                name=host,
+                image=probe_image,
+                command=["sleep", "infinity"],
+                # An init as PID 1 so `docker stop` ends `sleep` at once instead of after the timeout.
+                init=True,
+                healthcheck=healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", url], start_period="120s"),
+                wait=True,
+                wait_timeout=180,
+                networks_advanced=on_network(network, host),
+                restart=RESTART,
+                must_run=True,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[target]),
+            )
+
+        # The bind source is a directory that exists only inside the live JuiceFS mount. Docker
+        # refuses to start a `mounts` bind whose source is missing, so the CAS server cannot start
+        # while JuiceFS is not mounted, and never writes its stores into the empty mount point.
+        self.cas = nativelink(
+            cas_host,
+            configs.cas_server.to_json(),
+            depends_on=[mount_container],
+            mounts=[docker.ContainerMountArgs(type="bind", source=data_host_path, target=layout.CAS_DATA_ROOT)],
+            # Labels are force-new: a new mount container (new id) also replaces the CAS server, whose
+            # bind would otherwise still point into the old, dead mount.
+            labels=[docker.ContainerLabelArgs(label=MOUNT_LABEL, value=mount_container.id)],
+            ports=[docker.ContainerPortArgs(internal=layout.CAS_PORT, external=published.cas, ip=LOOPBACK)],
+        )
+        self.cas_probe = probe(cas_host, self.cas)
+
+        # Only the client API is published; the worker API (50061) stays on the private network.
+        self.scheduler = nativelink(
+            scheduler_host,
+            configs.scheduler.to_json(),
+            depends_on=[self.cas_probe],
+            ports=[docker.ContainerPortArgs(internal=layout.SCHEDULER_PORT, external=published.scheduler, ip=LOOPBACK)],
+        )
+        self.scheduler_probe = probe(scheduler_host, self.scheduler)
+
+        worker_config = configs.worker.to_json()
+        self.workers = []
+        for index in range(settings.workers.count):
+            # Stable, index-based names: changing the count adds or removes only the last workers.
+            host = f"{name}-worker-{index}"
+            # Fast store and work directory on one private volume: inputs are hard-linked between them.
+            # A cache, so it goes with the worker.
+            data = docker.Volume(f"{host}-data", name=f"{host}-data", opts=pulumi.ResourceOptions(parent=self))
+            self.workers.append(
+                nativelink(
+                    host,
+                    worker_config,
+                    depends_on=[self.scheduler_probe],
+                    envs=[env("WORKER_NAME", host)],
+                    mounts=[volume_mount(data.name, layout.WORKER_ROOT)],
+                )
+            )
+
+        self.cas_endpoint = pulumi.Output.from_input(f"grpc://{LOOPBACK}:{published.cas}")
+        self.scheduler_endpoint = pulumi.Output.from_input(f"grpc://{LOOPBACK}:{published.scheduler}")
+        self.bazel_flags = pulumi.Output.from_input(
+            bazel_flags(published.cas, published.scheduler, settings.nativelink.instance_name)
+        )
+        self.register_outputs(
+            {
+                "cas_endpoint": self.cas_endpoint,
+                "scheduler_endpoint": self.scheduler_endpoint,
+                "bazel_flags": self.bazel_flags,
+            }
+        )

@@ -1,0 +1,113 @@
+"""JuiceFS data blocks on a MinIO container, with the bucket created by the program."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+
+from components.docker.common import (
+    LOOPBACK,
+    RESTART,
+    healthcheck,
+    on_network,
+    secret_env,
+    stateful_volume,
+    volume_mount,
+)
+from components.juicefs.commands import StorageType, minio_bucket_url
+
+API_PORT = 9000
+CONSOLE_PORT = 9001
+DATA_DIR = "/data"
+# The `mc` alias the bucket job defines through MC_HOST_<alias>.
+MC_ALIAS = "store"
+
+
+class MinioObjectStore(pulumi.ComponentResource):
+    """MinIO with generated root credentials, its data on a named volume, and one bucket for JuiceFS."""
+
+    storage: StorageType
+    bucket_url: pulumi.Output[str]
+    access_key: pulumi.Output[str] | None
+    secret_key: pulumi.Output[str] | None
+    root_user: pulumi.Output[str]
+    root_password: pulumi.Output[str]
+    host: str
+    server: docker.Container
+    bucket: docker.Container
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        image: pulumi.Input[str],
+        network: pulumi.Input[str],
+        bucket_name: str,
+        retain_data: bool,
+        console_port: int | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("nativelink:storage:MinioContainer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.host = f"{name}-server"
+        self.storage = "minio"
+
+        # Generated, never the image's well-known default; letters and digits so they fit in a URL.
+        user = random.RandomPassword(f"{name}-root-user", length=20, special=False, upper=False, opts=child)
+        password = random.RandomPassword(f"{name}-root-password", length=40, special=False, opts=child)
+        self.root_user = pulumi.Output.secret(user.result)
+        self.root_password = pulumi.Output.secret(password.result)
+        data = stateful_volume(f"{name}-data", parent=self, retain=retain_data)
+
+        # The console is for a person at this machine: loopback only, and only when asked for.
+        ports = (
+            [docker.ContainerPortArgs(internal=CONSOLE_PORT, external=console_port, ip=LOOPBACK)]
+            if console_port is not None
+            else []
+        )
+        self.server = docker.Container(
+            self.host,
+            name=self.host,
+            image=image,
+            command=["server", DATA_DIR, "--console-address", f":{CONSOLE_PORT}"],
+            envs=[
+                secret_env("MINIO_ROOT_USER", self.root_user),
+                secret_env("MINIO_ROOT_PASSWORD", self.root_password),
+            ],
+            healthcheck=healthcheck(["CMD", "mc", "ready", "local"], start_period="30s"),
+            wait=True,
+            mounts=[volume_mount(data.name, DATA_DIR)],
+            ports=ports,
+            networks_advanced=on_network(network, self.host),
+            restart=RESTART,
+            must_run=True,
+            opts=child,
+        )
+
+        # One-shot job: `mc` takes the endpoint and credentials from MC_HOST_<alias>, so no secret is
+        # on argv. It runs once per create (attach waits for it to exit) and is then left stopped.
+        alias_url = pulumi.Output.concat(
+            "http://", self.root_user, ":", self.root_password, "@", self.host, ":", str(API_PORT)
+        )
+        self.bucket = docker.Container(
+            f"{name}-bucket",
+            name=f"{name}-bucket",
+            image=image,
+            # The image's entrypoint would run `minio`; this job runs the bundled client instead.
+            entrypoints=["mc"],
+            command=["mb", "--ignore-existing", f"{MC_ALIAS}/{bucket_name}"],
+            envs=[secret_env(f"MC_HOST_{MC_ALIAS}", alias_url)],
+            networks_advanced=on_network(network, f"{name}-bucket"),
+            attach=True,
+            must_run=False,
+            restart="no",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]),
+        )
+
+        self.bucket_url = pulumi.Output.secret(minio_bucket_url(self.host, API_PORT, bucket_name))
+        self.access_key = self.root_user
+        self.secret_key = self.root_password
+        self.register_outputs(
+            {"bucket_url": self.bucket_url, "access_key": self.access_key, "secret_key": self.secret_key}
+        )
