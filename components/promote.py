@@ -35,7 +35,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import ScalarString
 
-from components.settings import PROJECT, Versions
+from components.settings import PROJECT, Versions, describe_error
 
 if TYPE_CHECKING:
     from ruamel.yaml.tokens import CommentToken
@@ -157,27 +157,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _describe(error: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
-    location = [str(part) for part in error["loc"]]
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not location:
-        # Model-level checks already name their key ("versions.nativelink: ...").
-        match = re.match(r"^versions\.([A-Za-z0-9]+): (.*)$", message, re.DOTALL)
-        if match is None:
-            return f"{VERSIONS_KEY}: {message}"
-        key, message = match.groups()
-        return f"{VERSIONS_KEY}.{key} = {raw.get(key)!r}: {message}"
-    config_key = f"{VERSIONS_KEY}." + ".".join(location)
-    if error["type"] == "missing":
-        return f"{config_key}: missing; every version is promoted together ({', '.join(VERSION_KEYS)})"
-    if error["type"] == "extra_forbidden":
-        return (
-            f"{config_key} = {error.get('input')!r}: unknown key; the versions block holds exactly "
-            f"{', '.join(VERSION_KEYS)}"
-        )
-    return f"{config_key} = {error.get('input')!r}: {message}"
-
-
 def validate_versions(raw: Any, source_name: str) -> dict[str, str]:
     """Check the source's versions with the program's own `Versions` model; return them as plain strings.
 
@@ -197,7 +176,7 @@ def validate_versions(raw: Any, source_name: str) -> dict[str, str]:
     try:
         Versions.model_validate(plain, by_alias=True, by_name=False)
     except ValidationError as exc:
-        problems = "\n".join(f"  - {_describe(error, plain)}" for error in exc.errors())
+        problems = "\n".join(f"  - {describe_error(error, ('versions',))}" for error in exc.errors())
         raise PromotionError(
             f"{source_name}: refusing to promote ({exc.error_count()} problem(s)):\n{problems}"
         ) from None

@@ -290,11 +290,15 @@ class Settings(_Model):
 TOP_LEVEL_KEYS = tuple((field.alias or name) for name, field in Settings.model_fields.items())
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any], base: tuple[str, ...] = ()) -> str:
+    """One line for one pydantic error: the full config key, the bad value, what is allowed.
+
+    `base` is the config path of the model that was validated, when it is not the whole Settings.
+    """
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, SettingError):
         return f"{PROJECT}:{cause.key} = {cause.value!r}: {cause.message}"
-    location = ".".join(str(part) for part in error["loc"])
+    location = ".".join(str(part) for part in (*base, *error["loc"]))
     message = str(error["msg"]).removeprefix("Value error, ")
     if not location:
         return message
@@ -312,7 +316,7 @@ def parse_settings(raw: Mapping[str, Any]) -> Settings:
     try:
         return Settings.model_validate(dict(raw))
     except ValidationError as exc:
-        problems = "\n".join(f"  - {_describe(error)}" for error in exc.errors())
+        problems = "\n".join(f"  - {describe_error(error)}" for error in exc.errors())
         raise ConfigError(f"invalid stack config ({exc.error_count()} problem(s)):\n{problems}") from None
 
 

@@ -301,12 +301,12 @@ REFUSALS = {
     "unknown key": (
         "    busybox: busybox:1.37.0\n",
         "    busybox: busybox:1.37.0\n    postgres: postgres:16.4\n",
-        "nativelink-juicefs:versions.postgres = 'postgres:16.4': unknown key",
+        "nativelink-juicefs:versions.postgres: unknown setting",
     ),
     "snake_case key": (
         "    juicefsCsiChart: 0.32.4\n",
         "    juicefs_csi_chart: 0.32.4\n",
-        "nativelink-juicefs:versions.juicefs_csi_chart = '0.32.4': unknown key",
+        "nativelink-juicefs:versions.juicefs_csi_chart: unknown setting",
     ),
     "missing key": (
         "    juicefsCsiChart: 0.32.4\n",
@@ -321,8 +321,7 @@ REFUSALS = {
     "nativelink too old": (
         "    nativelink: ghcr.io/tracemachina/nativelink:v1.6.6\n",
         "    nativelink: ghcr.io/tracemachina/nativelink:v1.5.0\n",
-        "nativelink-juicefs:versions.nativelink = 'ghcr.io/tracemachina/nativelink:v1.5.0': "
-        "'ghcr.io/tracemachina/nativelink:v1.5.0' is older than v1.6.6",
+        "nativelink-juicefs:versions.nativelink = 'ghcr.io/tracemachina/nativelink:v1.5.0': older than v1.6.6",
     ),
     "missing versions block": (
         DEV_VERSIONS_BLOCK,
