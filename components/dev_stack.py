@@ -34,6 +34,8 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
         role: docker.RemoteImage(f"{prefix}-{role}-image", name=ref, keep_locally=True, opts=top())
         for role, ref in (
             ("nativelink", versions.nativelink),
+            ("nativelink-worker-init", versions.nativelink_worker_init),
+            ("worker", versions.worker),
             ("juicefs", versions.juicefs),
             ("redis", versions.redis),
             ("minio", versions.minio),
@@ -78,6 +80,8 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
         prefix,
         settings=settings,
         image=images["nativelink"].image_id,
+        worker_init_image=images["nativelink-worker-init"].image_id,
+        worker_image=images["worker"].image_id,
         probe_image=images["busybox"].image_id,
         network=network.name,
         data_host_path=volume.data_host_path,

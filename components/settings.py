@@ -61,6 +61,11 @@ def _pinned_image(ref: str) -> str:
     return ref
 
 
+def _image_tag(ref: str) -> str | None:
+    match = _IMAGE_RE.match(ref)
+    return match.group("tag") if match else None
+
+
 def _data_size(value: str) -> str:
     if _SIZE_RE.match(value) is None:
         raise ValueError(f"{value!r} is not a size; use a whole number with kb, mb, gb or tb, e.g. '10gb'")
@@ -97,7 +102,12 @@ class _Model(BaseModel):
 class Versions(_Model):
     """Every image and chart the stacks run, pinned. Promotion copies this block from dev to prod."""
 
+    # CAS server and scheduler; its image holds only the `nativelink` binary.
     nativelink: ImageRef
+    # Copies the same `nativelink` binary into the worker's toolchain image.
+    nativelink_worker_init: ImageRef
+    # The toolchain that build actions run in (compilers, shell, coreutils).
+    worker: ImageRef
     juicefs: ImageRef
     redis: ImageRef
     minio: ImageRef
@@ -105,14 +115,22 @@ class Versions(_Model):
     juicefs_csi_chart: ChartVersion
 
     @model_validator(mode="after")
-    def _nativelink_recent_enough(self) -> Versions:
-        tag = _IMAGE_RE.match(self.nativelink).group("tag")  # type: ignore[union-attr]
+    def _nativelink_consistent(self) -> Versions:
+        tag = _image_tag(self.nativelink)
         release = re.fullmatch(r"v?([0-9]+)\.([0-9]+)\.([0-9]+)", tag or "")
         if release and tuple(int(part) for part in release.groups()) < MIN_NATIVELINK:
             raise SettingError(
                 "versions.nativelink",
                 self.nativelink,
                 "older than v1.6.6, the config format this program renders; use v1.6.6 or later",
+            )
+        init_tag = _image_tag(self.nativelink_worker_init)
+        if tag and init_tag and init_tag != tag:
+            raise SettingError(
+                "versions.nativelinkWorkerInit",
+                self.nativelink_worker_init,
+                f"carries NativeLink {init_tag} but versions.nativelink is {tag}; workers must run the same "
+                "release as the scheduler",
             )
         return self
 

@@ -88,6 +88,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"result": f"generated-{args.name}-password"}
         if args.typ == "tls:index/privateKey:PrivateKey":
             return {"privateKeyPem": f"-----BEGIN RSA PRIVATE KEY-----{args.name}-----END RSA PRIVATE KEY-----"}
+        if args.typ == "docker:index/remoteImage:RemoteImage":
+            return {"imageId": f"{args.inputs['name']}@sha256:mock"}
         if args.typ.startswith("aws:"):
             return {"arn": f"arn:aws:mock:::{args.name}"}
         return {}

@@ -40,7 +40,7 @@ COMPONENTS = {
 }
 WORKER = re.compile(r"^nativelink-worker-[0-9]+(-data)?$")
 STATE_VOLUMES = ("nativelink-redis-data", "nativelink-minio-data", "nativelink-juicefs-cache")
-ONE_SHOT = ("nativelink-minio-bucket", "nativelink-juicefs-host-dir")
+ONE_SHOT = ("nativelink-minio-bucket", "nativelink-juicefs-host-dir", "nativelink-worker-binary")
 NATIVELINK = (
     "nativelink-cas",
     "nativelink-scheduler",
@@ -122,8 +122,9 @@ def dev(mocks: RecordingMocks) -> RecordingMocks:
 
 def test_builds_the_expected_resources(dev: RecordingMocks) -> None:
     counts = {typ: len(dev.of_type(typ)) for typ in (CONTAINER, VOLUME, NETWORK, IMAGE, PASSWORD)}
-    # redis, minio, bucket job, host-dir job, mount, cas, cas probe, scheduler, scheduler probe, 3 workers
-    assert counts == {CONTAINER: 12, VOLUME: 6, NETWORK: 1, IMAGE: 5, PASSWORD: 3}
+    # redis, minio, bucket job, host-dir job, mount, cas, cas probe, scheduler, scheduler probe,
+    # worker-binary job, 3 workers; volumes: redis, minio, cache, worker binary, 3 worker volumes
+    assert counts == {CONTAINER: 13, VOLUME: 7, NETWORK: 1, IMAGE: 7, PASSWORD: 3}
     assert {typ: [r.name for r in dev.of_type(typ)] for typ in COMPONENTS} == {
         typ: [name] for typ, name in COMPONENTS.items()
     }
@@ -144,9 +145,7 @@ def test_every_resource_is_parented_by_a_component_whose_name_it_extends(dev: Re
 def test_images_are_the_pinned_versions_and_kept_locally(dev: RecordingMocks) -> None:
     versions = dev_settings().versions
     images = {r.inputs["name"]: r.inputs["keepLocally"] for r in dev.of_type(IMAGE)}
-    assert images == {
-        ref: True for ref in (versions.nativelink, versions.juicefs, versions.redis, versions.minio, versions.busybox)
-    }
+    assert images == {ref: True for ref in versions.model_dump(exclude={"juicefs_csi_chart"}).values()}
 
 
 def test_one_plain_bridge_network(dev: RecordingMocks) -> None:
@@ -160,6 +159,7 @@ def test_long_running_containers_restart_run_and_answer_to_their_name(dev: Recor
         assert inputs["name"] == record.name
         if record.name in ONE_SHOT:
             assert inputs["restart"] == "no", record.name
+            assert inputs["mustRun"] is False, record.name
             continue
         assert inputs["networksAdvanced"] == [{"name": "nativelink", "aliases": [record.name]}]
         assert inputs["restart"] == "unless-stopped", record.name
@@ -301,7 +301,27 @@ def test_workers_wait_for_a_healthy_scheduler(dev: RecordingMocks) -> None:
     workers = [r for r in dev.of_type(CONTAINER) if WORKER.match(r.name)]
     assert [w.name for w in workers] == ["nativelink-worker-0", "nativelink-worker-1", "nativelink-worker-2"]
     for worker in workers:
-        assert dependency_names(worker) == {"nativelink-scheduler-probe"}
+        assert dependency_names(worker) == {"nativelink-scheduler-probe", "nativelink-worker-binary"}
+
+
+def test_workers_run_the_nativelink_binary_inside_the_toolchain_image(dev: RecordingMocks) -> None:
+    versions = dev_settings().versions
+    for name in ("nativelink-cas", "nativelink-scheduler"):
+        assert container(dev, name)["image"] == f"{versions.nativelink}@sha256:mock"
+        assert "entrypoints" not in container(dev, name)
+    copy = container(dev, "nativelink-worker-binary")
+    assert copy["image"] == f"{versions.nativelink_worker_init}@sha256:mock"
+    assert copy["command"] == [layout.WORKER_BINARY]
+    assert copy["attach"] is True
+    assert copy["mounts"] == [{"type": "volume", "source": "nativelink-worker-binary", "target": "/opt/nativelink"}]
+    for index in range(3):
+        worker = container(dev, f"nativelink-worker-{index}")
+        assert worker["image"] == f"{versions.worker}@sha256:mock"
+        assert worker["entrypoints"] == [layout.WORKER_BINARY]
+        assert worker["command"] == [layout.CONFIG_PATH]
+        binary_mount = {"type": "volume", "source": "nativelink-worker-binary", "target": "/opt/nativelink"}
+        assert binary_mount | {"readOnly": True} in worker["mounts"]
+        assert {"label": "nativelink-juicefs.worker-binary", "value": "nativelink-worker-binary-id"} in worker["labels"]
 
 
 def test_each_worker_has_its_own_volume_at_the_worker_root(dev: RecordingMocks) -> None:
@@ -309,7 +329,7 @@ def test_each_worker_has_its_own_volume_at_the_worker_root(dev: RecordingMocks) 
     for index in range(3):
         name = f"nativelink-worker-{index}"
         inputs = container(dev, name)
-        assert inputs["mounts"] == [{"type": "volume", "source": f"{name}-data", "target": layout.WORKER_ROOT}]
+        assert inputs["mounts"][0] == {"type": "volume", "source": f"{name}-data", "target": layout.WORKER_ROOT}
         assert f"WORKER_NAME={name}" in inputs["envs"]
         sources.append(inputs["mounts"][0]["source"])
     assert len(set(sources)) == len(sources)

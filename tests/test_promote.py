@@ -71,12 +71,16 @@ PROD_BLOCK_AFTER = """\
     redis: redis:7.4.2-alpine
     minio: minio/minio:RELEASE.2025-04-22T22-12-26Z
     busybox: busybox:1.37.0
+    nativelinkWorkerInit: ghcr.io/tracemachina/nativelink-worker-init:v1.6.6
+    worker: gcc:14.2.0
     juicefsCsiChart: 0.32.4
 """
 
 DEV_VERSIONS_BLOCK = """\
   nativelink-juicefs:versions:
     nativelink: ghcr.io/tracemachina/nativelink:v1.6.6
+    nativelinkWorkerInit: ghcr.io/tracemachina/nativelink-worker-init:v1.6.6
+    worker: gcc:14.2.0
     juicefs: juicedata/mount:ce-v1.4.2
     redis: redis:7.4.2-alpine
     minio: minio/minio:RELEASE.2025-04-22T22-12-26Z
@@ -136,6 +140,8 @@ def test_promotion_copies_exactly_the_versions(stacks: Path) -> None:
         "redis",
         "minio",
         "busybox",
+        "nativelinkWorkerInit",
+        "worker",
         "juicefsCsiChart",
     ]
     others = {key: value for key, value in prod_before.items() if key != VERSIONS}
@@ -188,7 +194,7 @@ def test_the_diff_of_the_destination_is_printed(stacks: Path, capsys: pytest.Cap
     assert "-    retired: alpine:3.20\n" in out
     assert "+    juicefsCsiChart: 0.32.4\n" in out
     assert "vpcId" not in out  # only the block and a few lines of context
-    assert "(6 key(s) changed)" in err
+    assert "(8 key(s) changed)" in err
 
 
 def test_promoting_twice_changes_nothing_the_second_time(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -258,11 +264,11 @@ def test_check_fails_when_prod_is_behind_and_writes_nothing(stacks: Path, capsys
     assert prod_text(stacks) == PROD_BEFORE
     assert (stacks / "Pulumi.prod.yaml").stat().st_mtime_ns == before.st_mtime_ns
     out = capsys.readouterr().out
-    assert out.startswith("prod is behind dev on 6 version key(s):\n")
+    assert out.startswith("prod is behind dev on 8 version key(s):\n")
     assert "  nativelink-juicefs:versions.redis: prod has 'redis:7.4.1-alpine'; dev has 'redis:7.4.2-alpine'\n" in out
     assert "  nativelink-juicefs:versions.juicefsCsiChart: missing in prod; dev has '0.32.4'\n" in out
     assert "  nativelink-juicefs:versions.retired: only in prod ('alpine:3.20'); promoting removes it\n" in out
-    assert "versions.nativelink" not in out  # already equal
+    assert "versions.nativelink:" not in out  # already equal
     assert "python -m components.promote dev prod\n" in out
 
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 # Docker label on the CAS server naming the mount container it was started against.
 MOUNT_LABEL = "nativelink-juicefs.mount-container"
+# Docker label on each worker naming the container that copied its nativelink binary.
+BINARY_LABEL = "nativelink-juicefs.worker-binary"
 
 
 def bazel_flags(cas_port: int, scheduler_port: int, instance_name: str) -> str:
@@ -45,6 +47,7 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
     cas_probe: docker.Container
     scheduler: docker.Container
     scheduler_probe: docker.Container
+    worker_binary: docker.Container
     workers: list[docker.Container]
 
     def __init__(
@@ -53,6 +56,8 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
         *,
         settings: Settings,
         image: pulumi.Input[str],
+        worker_init_image: pulumi.Input[str],
+        worker_image: pulumi.Input[str],
         probe_image: pulumi.Input[str],
         network: pulumi.Input[str],
         data_host_path: pulumi.Input[str],
@@ -71,16 +76,19 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
             config: str,
             *,
             depends_on: list[pulumi.Resource],
+            worker: bool = False,
             envs: list[pulumi.Input[str]] | None = None,
             mounts: list[docker.ContainerMountArgs] | None = None,
             labels: list[docker.ContainerLabelArgs] | None = None,
             ports: list[docker.ContainerPortArgs] | None = None,
         ) -> docker.Container:
-            # The image's entrypoint is `nativelink`; its only argument is the config path.
+            # The NativeLink image's entrypoint is `nativelink`; its only argument is the config path.
+            # A worker runs the same binary, copied into a volume, inside the toolchain image.
             return docker.Container(
                 host,
                 name=host,
-                image=image,
+                image=worker_image if worker else image,
+                entrypoints=[layout.WORKER_BINARY] if worker else None,
                 command=[layout.CONFIG_PATH],
                 uploads=config_upload(config),
                 envs=[rust_log, *(envs or [])],
@@ -140,6 +148,23 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
         )
         self.scheduler_probe = probe(scheduler_host, self.scheduler)
 
+        # Build actions need a shell and a toolchain, which the NativeLink image lacks: workers run the
+        # toolchain image, and the worker-init image copies the nativelink binary into a volume they mount.
+        binary = docker.Volume(
+            f"{name}-worker-binary", name=f"{name}-worker-binary", opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.worker_binary = docker.Container(
+            f"{name}-worker-binary",
+            name=f"{name}-worker-binary",
+            image=worker_init_image,
+            command=[layout.WORKER_BINARY],
+            mounts=[volume_mount(binary.name, layout.WORKER_BINARY_DIR)],
+            network_mode="none",
+            attach=True,
+            must_run=False,
+            restart="no",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         worker_config = configs.worker.to_json()
         self.workers = []
         for index in range(settings.workers.count):
@@ -152,9 +177,17 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
                 nativelink(
                     host,
                     worker_config,
-                    depends_on=[self.scheduler_probe],
+                    depends_on=[self.scheduler_probe, self.worker_binary],
+                    worker=True,
                     envs=[env("WORKER_NAME", host)],
-                    mounts=[volume_mount(data.name, layout.WORKER_ROOT)],
+                    mounts=[
+                        volume_mount(data.name, layout.WORKER_ROOT),
+                        docker.ContainerMountArgs(
+                            type="volume", source=binary.name, target=layout.WORKER_BINARY_DIR, read_only=True
+                        ),
+                    ],
+                    # Force-new like every label: a new binary (new copy container) restarts the workers.
+                    labels=[docker.ContainerLabelArgs(label=BINARY_LABEL, value=self.worker_binary.id)],
                 )
             )
 

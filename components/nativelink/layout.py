@@ -18,6 +18,9 @@ HEALTH_PATH = "/status"
 ADMIN_PATH = "/admin"
 
 CONFIG_PATH = "/etc/nativelink/config.json5"
+# Workers run in a toolchain image; the nativelink binary is copied in beside it at this path.
+WORKER_BINARY_DIR = "/opt/nativelink"
+WORKER_BINARY = f"{WORKER_BINARY_DIR}/nativelink"
 
 # JuiceFS mount as the CAS server sees it.
 CAS_DATA_ROOT = "/data/jfs"
