@@ -11,16 +11,11 @@ from components.docker.juicefs_volume import DockerJuiceFsVolume
 from components.docker.metadata_engine import RedisMetadataEngine
 from components.docker.nativelink_cluster import DockerNativeLinkCluster
 from components.docker.object_store import MinioObjectStore
-from components.settings import ConfigError, Settings
+from components.settings import Settings
 
 
 def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = None) -> dict[str, Any]:
     """Register every dev resource; returns the stack outputs."""
-    if settings.juicefs.encrypt:
-        raise ConfigError(
-            "invalid stack config: nativelink-juicefs:juicefs.encrypt = True is not supported on platform "
-            "'docker'; set it to false for dev (encryption at rest is a prod setting)"
-        )
     prefix = settings.docker.network_name
     base = opts or pulumi.ResourceOptions()
 

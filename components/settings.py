@@ -286,6 +286,12 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _platform_needs(self) -> Settings:
+        if self.platform == "docker" and self.juicefs.encrypt:
+            raise SettingError(
+                "juicefs.encrypt",
+                True,
+                "not supported on platform 'docker'; set it to false for dev (encryption at rest is a prod setting)",
+            )
         if self.platform == "aws":
             if self.aws is None:
                 raise SettingError(

@@ -18,7 +18,7 @@ from components.docker.juicefs_volume import MOUNTPOINT
 from components.juicefs.commands import mount_healthcheck
 from components.nativelink import layout
 from components.nativelink.render import Endpoints, render_cluster
-from components.settings import PROJECT, WORKER_API_PORT, ConfigError, Settings, parse_settings
+from components.settings import PROJECT, WORKER_API_PORT, Settings, parse_settings
 from tests.mocks import RecordingMocks, is_secret, plaintext_strings, reveal
 
 if TYPE_CHECKING:
@@ -459,8 +459,3 @@ def test_wipe_deletes_state_volumes(mocks: RecordingMocks) -> None:
     build(mocks, dev_settings(docker={"wipeVolumesOnDestroy": True}))
     for name in STATE_VOLUMES:
         assert not mocks.one(VOLUME, name).retain_on_delete, name
-
-
-def test_encryption_is_refused_on_docker() -> None:
-    with pytest.raises(ConfigError, match=r"juicefs\.encrypt"):
-        build_dev_stack(dev_settings(juicefs={"encrypt": True}))

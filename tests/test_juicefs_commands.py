@@ -20,11 +20,11 @@ from components.juicefs.commands import (
     s3_bucket_url,
 )
 from components.settings import parse_settings
-from tests.test_settings import dev_config, with_value
+from tests.test_settings import dev_config
 
 
 def options(encrypt: bool = False) -> FormatOptions:
-    settings = parse_settings(with_value(dev_config(), "juicefs.encrypt", encrypt)).juicefs
+    settings = parse_settings(dev_config()).juicefs.model_copy(update={"encrypt": encrypt})
     return FormatOptions.from_settings(settings, "minio", minio_bucket_url("minio", 9000, "nativelink-cas"), "/k.pem")
 
 

@@ -89,6 +89,13 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("juicefs.blockSizeKib", 32, "juicefs.blockSizeKib", "greater than or equal to 64"),
     ("nativelink.logLevel", "verbose", "nativelink.logLevel", "'error', 'warn', 'info', 'debug' or 'trace'"),
     ("workers.unknownKnob", 1, "workers.unknownKnob", "unknown setting"),
+    ("juicefs.encrypt", True, "juicefs.encrypt", "not supported on platform 'docker'"),
+    (
+        "versions.nativelinkWorkerInit",
+        "ghcr.io/tracemachina/nativelink-worker-init:v1.6.7",
+        "versions.nativelinkWorkerInit",
+        "workers must run the same release",
+    ),
 ]
 
 
