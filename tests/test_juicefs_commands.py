@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +122,30 @@ def test_healthcheck_proves_the_mount_and_the_data_directory() -> None:
         "CMD-SHELL",
         "test -e /jfs/.config && test -d /jfs/nativelink",
     ]
+
+
+def test_mount_script_outlives_the_mount_process_on_term(tmp_path: Path) -> None:
+    """As a container's PID 1 the script must not exit before the mount process has unmounted."""
+    mountpoint, unmounted = tmp_path / "jfs", tmp_path / "unmounted"
+    mountpoint.mkdir()
+    # Stands in for `juicefs mount`: ready at once, and slow to finish after TERM.
+    fake_mount = [
+        "sh",
+        "-c",
+        f"trap 'sleep 0.5; touch {unmounted}; exit 0' TERM; touch {mountpoint}/.config; while :; do sleep 0.1; done",
+    ]
+    script = mount_script(["true"], fake_mount, str(mountpoint), str(mountpoint / "data"))
+    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (mountpoint / "data").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (mountpoint / "data").is_dir()
+        time.sleep(0.2)  # let it reach its final `wait`
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert unmounted.exists(), "the script exited before the mount process finished"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

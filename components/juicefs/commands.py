@@ -143,6 +143,12 @@ def mount_script(format_command: list[str], mount_command: list[str], mountpoint
 
     The data directory exists only inside the mounted filesystem, so a consumer that binds it cannot
     start while JuiceFS is not mounted.
+
+    The script is the container's PID 1, and everything still running when PID 1 exits is killed.
+    So on TERM/INT it passes the signal on and exits only once the mount process has unmounted and
+    closed its session; exiting at once would leave a dead FUSE mount and a stale session behind.
+    Exiting from the trap also keeps a stop during start-up from reaching the `mkdir`, which could
+    otherwise land in the directory underneath a mount that is going away.
     """
     marker = mount_ready_marker(mountpoint)
     return (
@@ -154,8 +160,9 @@ def mount_script(format_command: list[str], mount_command: list[str], mountpoint
                 shlex.join(format_command),
                 f"{shlex.join(mount_command)} &",
                 "pid=$!",
-                # Wait for juicefs to finish unmounting: when PID 1 exits, Docker kills the rest with SIGKILL.
-                'trap \'kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit $?\' TERM INT',
+                # Pass TERM/INT on, then exit with the mount process's status once it is gone.
+                'trap \'kill -TERM "$pid" 2>/dev/null || true; '
+                'status=0; wait "$pid" || status=$?; exit "$status"\' TERM INT',
                 f'until [ -e {shlex.quote(marker)} ]; do kill -0 "$pid"; sleep 1; done',
                 f"mkdir -p {shlex.quote(data_dir)}",
                 'wait "$pid"',

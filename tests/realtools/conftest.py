@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 
+from .container import pid_namespaces_available
 from .servers import (
     ManagedServer,
     MissingDependencyError,
@@ -82,5 +83,13 @@ def s3_gateway(juicefs: Path) -> Iterator[S3Gateway]:
 def fuse() -> None:
     """Skip the test when FUSE mounts cannot work here (no /dev/fuse, not root)."""
     ok, reason = fuse_available()
+    if not ok:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pid_namespaces() -> None:
+    """Skip the test when ``unshare --pid`` cannot run a script as a container's PID 1 here."""
+    ok, reason = pid_namespaces_available()
     if not ok:
         pytest.skip(reason)
