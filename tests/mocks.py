@@ -24,6 +24,8 @@ class Recorded:
     opts: pulumi.ResourceOptions | None = None
     parent: pulumi.Resource | None = None
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    # The inputs as the program passed them (Outputs included), for tracing implicit dependencies.
+    props: dict[str, Any] = field(default_factory=dict)
 
     @property
     def protect(self) -> bool:
@@ -112,6 +114,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self.resources.append(record)
         record.resource = args.resource
         record.opts = args.opts
+        record.props = dict(args.props)
         record.parent = args.opts.parent
         record.depends_on = [dep for dep in (args.opts.depends_on or []) if isinstance(dep, pulumi.Resource)]  # type: ignore[union-attr]
 
