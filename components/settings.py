@@ -154,6 +154,7 @@ class NativeLinkSettings(_Model):
 
 
 class JuiceFsSettings(_Model):
+    # What `juicefs format` accepts (1.4.2 refuses upper case).
     volume_name: str = Field("nativelink-cas", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
     bucket_name: str = Field("nativelink-cas", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     block_size_kib: int = Field(4096, ge=64, le=16384)
@@ -202,6 +203,16 @@ class ElastiCacheSettings(_Model):
     replicas: int = Field(1, ge=1, le=5)
     snapshot_retention_days: int = Field(7, ge=1, le=35)
 
+    @model_validator(mode="after")
+    def _tls_capable(self) -> ElastiCacheSettings:
+        if int(self.engine_version.split(".")[0]) < 6:
+            raise SettingError(
+                "aws.elasticache.engineVersion",
+                self.engine_version,
+                "older than 6; use 6.2 or later (in-transit encryption with AUTH)",
+            )
+        return self
+
 
 class RdsSettings(_Model):
     instance_class: str = Field("db.r7g.large", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
@@ -209,6 +220,21 @@ class RdsSettings(_Model):
     allocated_storage_gb: int = Field(50, ge=20, le=65536)
     max_allocated_storage_gb: int = Field(500, ge=20, le=65536)
     backup_retention_days: int = Field(7, ge=1, le=35)
+    database_name: str = Field("juicefs", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    # The JuiceFS user owns the database (Postgres 15+ needs that for `juicefs format`).
+    username: str = Field("juicefs", pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    # The RDS CA bundle, committed to the repository (relative to the project root).
+    ca_bundle_file: str = Field("certs/rds-global-bundle.pem", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+    @model_validator(mode="after")
+    def _storage_grows(self) -> RdsSettings:
+        if self.max_allocated_storage_gb < self.allocated_storage_gb:
+            raise SettingError(
+                "aws.rds.maxAllocatedStorageGb",
+                self.max_allocated_storage_gb,
+                f"below aws.rds.allocatedStorageGb ({self.allocated_storage_gb}); raise it or lower the allocation",
+            )
+        return self
 
 
 AwsRegion = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")]
@@ -227,6 +253,12 @@ class AwsSettings(_Model):
     oidc_provider_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/.+$")
     oidc_provider_url: str | None = Field(None, pattern=r"^[a-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
     noncurrent_version_expiration_days: int = Field(30, ge=1, le=3650)
+    # Defaults to "<juicefs.bucketName>-<replicaRegion>"; bucket names are global.
+    replica_bucket_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    # Guardrails: turning either off needs a named allowInsecure override.
+    metadata_tls: bool = True
+    block_public_access: bool = True
+    kms_deletion_window_days: int = Field(30, ge=7, le=30)
 
     @model_validator(mode="after")
     def _regions_differ(self) -> AwsSettings:
@@ -269,7 +301,7 @@ class KubernetesSettings(_Model):
     autoscale_max_workers: int | None = Field(None, ge=1, le=1000)
 
 
-InsecureOverride = Literal["unencrypted-juicefs", "plaintext-metadata"]
+InsecureOverride = Literal["unencrypted-juicefs", "plaintext-metadata", "public-bucket"]
 
 
 class Settings(_Model):
@@ -307,6 +339,28 @@ class Settings(_Model):
                     "refused on platform 'aws'; set it to true, or add 'unencrypted-juicefs' to "
                     "allowInsecure to accept plaintext objects",
                 )
+            if not self.aws.metadata_tls and "plaintext-metadata" not in self.allow_insecure:
+                raise SettingError(
+                    "aws.metadataTls",
+                    False,
+                    "refused on platform 'aws'; set it to true, or add 'plaintext-metadata' to allowInsecure "
+                    "to send metadata and its password unencrypted",
+                )
+            if not self.aws.block_public_access and "public-bucket" not in self.allow_insecure:
+                raise SettingError(
+                    "aws.blockPublicAccess",
+                    False,
+                    "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
+                    "bucket policies or ACLs make objects public",
+                )
+        maximum = self.kubernetes.autoscale_max_workers
+        if maximum is not None and maximum < self.workers.count:
+            raise SettingError(
+                "kubernetes.autoscaleMaxWorkers",
+                maximum,
+                f"below workers.count ({self.workers.count}), the autoscaler's minimum; raise it or lower "
+                "workers.count",
+            )
         return self
 
 

@@ -92,9 +92,34 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"privateKeyPem": f"-----BEGIN RSA PRIVATE KEY-----{args.name}-----END RSA PRIVATE KEY-----"}
         if args.typ == "docker:index/remoteImage:RemoteImage":
             return {"imageId": f"{args.inputs['name']}@sha256:mock"}
+        if args.typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+            return {
+                "arn": f"arn:aws:mock:::{args.name}",
+                "primaryEndpointAddress": f"master.{args.name}.cache.amazonaws.com",
+            }
+        if args.typ == "aws:rds/instance:Instance":
+            address = f"{args.name}.rds.amazonaws.com"
+            return {
+                "arn": f"arn:aws:mock:::{args.name}",
+                "address": address,
+                "port": 5432,
+                "endpoint": f"{address}:5432",
+            }
+        if args.typ == "aws:iam/accessKey:AccessKey":
+            return {"secret": f"generated-{args.name}-secret-key"}
         if args.typ.startswith("aws:"):
             return {"arn": f"arn:aws:mock:::{args.name}"}
+        if args.typ.startswith("kubernetes:"):
+            return self._k8s_autoname(args)
         return {}
+
+    @staticmethod
+    def _k8s_autoname(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+        """Kubernetes names an object without metadata.name after the resource, as the provider does."""
+        metadata = args.inputs.get("metadata")
+        if not isinstance(metadata, dict) or metadata.get("name"):
+            return {}
+        return {"metadata": {**metadata, "name": f"{args.name}-mock"}}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":

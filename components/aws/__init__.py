@@ -1,0 +1,1 @@
+"""AWS side of the prod stack: object store, metadata engines, JuiceFS's S3 identity."""

@@ -1,0 +1,258 @@
+"""JuiceFS metadata engines on AWS: ElastiCache (Redis) or RDS (Postgres), both private and encrypted.
+
+Each engine sits in its own subnet group and security group; the only ingress is the engine's port
+from the Kubernetes nodes' security group, where the JuiceFS mount pods and the CSI driver run.
+`meta_url` never carries the password: the client reads META_PASSWORD from the CSI Secret's envs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components.aws.common import kms_key
+from components.juicefs.commands import postgres_meta_url, redis_meta_url
+from components.settings import AwsSettings, ConfigError, Settings
+
+REDIS_PORT = 6379
+REDIS_DB = 1
+POSTGRES_PORT = 5432
+# Where the RDS CA bundle appears inside the JuiceFS mount pod (CSI Secret `configs`).
+RDS_CA_DIR = "/etc/juicefs/rds-ca"
+RDS_CA_FILE = "rds-ca-bundle.pem"
+# The CA generation the RDS instance presents; the committed bundle must contain its root.
+RDS_CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _final_snapshot_name(suffix: str) -> str:
+    """A snapshot identifier (letters, digits, single hyphens, starts with a letter) unique per stack."""
+    stack = re.sub(r"[^a-z0-9]+", "-", pulumi.get_stack().lower()).strip("-")
+    return f"nativelink-{stack}-{suffix}-final"
+
+
+def redis_parameter_group_family(engine_version: str) -> str:
+    major = int(engine_version.split(".")[0])
+    return "redis6.x" if major == 6 else f"redis{major}"
+
+
+def postgres_parameter_group_family(engine_version: str) -> str:
+    return f"postgres{engine_version.split('.')[0]}"
+
+
+def load_ca_bundle(relative_path: str) -> str:
+    """The RDS CA bundle committed at aws.rds.caBundleFile, checked to hold certificates only."""
+    path = PROJECT_ROOT / relative_path
+    key = "nativelink-juicefs:aws.rds.caBundleFile"
+    if not path.is_file():
+        raise ConfigError(
+            f"{key} = {relative_path!r}: no such file in the repository. Download the RDS global bundle "
+            "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem), check it against AWS's "
+            "published certificates, and commit it there"
+        )
+    pem = path.read_text(encoding="ascii")
+    if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
+        raise ConfigError(f"{key} = {relative_path!r}: not a PEM bundle of CA certificates")
+    return pem
+
+
+def _private_security_group(
+    name: str, port: int, what: str, aws_settings: AwsSettings, parent: pulumi.Resource
+) -> aws.ec2.SecurityGroup:
+    """A security group admitting `port` from the nodes' group and nothing else (no egress either)."""
+    child = pulumi.ResourceOptions(parent=parent)
+    group = aws.ec2.SecurityGroup(
+        f"{name}-sg",
+        description=f"{what}: port {port} from the Kubernetes nodes only",
+        vpc_id=aws_settings.vpc_id,
+        region=aws_settings.region,
+        opts=child,
+    )
+    aws.vpc.SecurityGroupIngressRule(
+        f"{name}-from-nodes",
+        description=f"{what} from the Kubernetes nodes (JuiceFS mount pods, CSI driver)",
+        security_group_id=group.id,
+        referenced_security_group_id=aws_settings.node_security_group_id,
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        region=aws_settings.region,
+        opts=child,
+    )
+    return group
+
+
+class ElastiCacheMetadataEngine(pulumi.ComponentResource):
+    """Redis on ElastiCache: Multi-AZ with automatic failover, TLS, AUTH, KMS at rest, noeviction."""
+
+    meta_url: pulumi.Output[str]
+    meta_password: pulumi.Output[str]
+    primary_endpoint: pulumi.Output[str]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("nativelink:metadata:ElastiCache", name, None, opts)
+        aws_settings = settings.aws
+        if aws_settings is None:
+            raise ValueError("ElastiCacheMetadataEngine needs aws settings")
+        cache = aws_settings.elasticache
+        region = aws_settings.region
+        tls = aws_settings.metadata_tls
+        child = pulumi.ResourceOptions(parent=self)
+
+        key = kms_key(f"{name}-key", "ElastiCache at-rest encryption for JuiceFS metadata", region, aws_settings, self)
+        # JuiceFS cannot set the policy itself on ElastiCache (CONFIG is disabled) and evicting
+        # metadata keys would corrupt the filesystem.
+        parameters = aws.elasticache.ParameterGroup(
+            f"{name}-params",
+            description="JuiceFS metadata: never evict",
+            family=redis_parameter_group_family(cache.engine_version),
+            parameters=[{"name": "maxmemory-policy", "value": "noeviction"}],
+            region=region,
+            opts=child,
+        )
+        subnets = aws.elasticache.SubnetGroup(
+            f"{name}-subnets",
+            description="JuiceFS metadata (ElastiCache)",
+            subnet_ids=aws_settings.subnet_ids,
+            region=region,
+            opts=child,
+        )
+        group = _private_security_group(name, REDIS_PORT, "JuiceFS metadata (ElastiCache)", aws_settings, self)
+
+        # ElastiCache AUTH tokens: 16-128 printable characters without @, " or /; letters and digits only.
+        token = random.RandomPassword(f"{name}-auth-token", length=64, special=False, opts=child)
+        secret_token: pulumi.Output[str] = pulumi.Output.secret(token.result)
+        auth_token = secret_token if tls else None
+        replication_group = aws.elasticache.ReplicationGroup(
+            f"{name}-redis",
+            description="JuiceFS metadata for NativeLink's CAS",
+            engine="redis",
+            engine_version=cache.engine_version,
+            node_type=cache.node_type,
+            port=REDIS_PORT,
+            num_cache_clusters=1 + cache.replicas,
+            automatic_failover_enabled=True,
+            multi_az_enabled=True,
+            transit_encryption_enabled=tls,
+            transit_encryption_mode="required" if tls else None,
+            auth_token=auth_token,
+            auth_token_update_strategy="ROTATE" if tls else None,
+            at_rest_encryption_enabled=True,
+            kms_key_id=key.arn,
+            parameter_group_name=parameters.name,
+            subnet_group_name=subnets.name,
+            security_group_ids=[group.id],
+            snapshot_retention_limit=cache.snapshot_retention_days,
+            final_snapshot_identifier=_final_snapshot_name("redis"),
+            auto_minor_version_upgrade=True,
+            apply_immediately=False,
+            region=region,
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
+
+        self.primary_endpoint = replication_group.primary_endpoint_address
+        # ElastiCache certificates are Amazon-issued: the system CA store verifies them.
+        self.meta_url = pulumi.Output.secret(
+            replication_group.primary_endpoint_address.apply(
+                lambda host: redis_meta_url(host, REDIS_PORT, REDIS_DB, tls=tls)
+            )
+        )
+        # No AUTH without TLS on ElastiCache; an empty password means "none".
+        self.meta_password = pulumi.Output.secret(token.result if tls else "")
+        self.ca_bundle_pem: str | None = None
+        self.register_outputs({"metaUrl": self.meta_url, "primaryEndpoint": self.primary_endpoint})
+
+
+class RdsMetadataEngine(pulumi.ComponentResource):
+    """Postgres on RDS: Multi-AZ, KMS-encrypted storage, forced TLS verified against the RDS CA."""
+
+    meta_url: pulumi.Output[str]
+    meta_password: pulumi.Output[str]
+    address: pulumi.Output[str]
+    # PEM the mount pod needs at RDS_CA_DIR/RDS_CA_FILE; None when TLS is off.
+    ca_bundle_pem: str | None
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("nativelink:metadata:RdsPostgres", name, None, opts)
+        aws_settings = settings.aws
+        if aws_settings is None:
+            raise ValueError("RdsMetadataEngine needs aws settings")
+        rds = aws_settings.rds
+        region = aws_settings.region
+        tls = aws_settings.metadata_tls
+        child = pulumi.ResourceOptions(parent=self)
+        # Read before anything is registered, so a missing bundle fails the preview, not the mount.
+        self.ca_bundle_pem = load_ca_bundle(rds.ca_bundle_file) if tls else None
+
+        key = kms_key(f"{name}-key", "RDS storage encryption for JuiceFS metadata", region, aws_settings, self)
+        parameters = aws.rds.ParameterGroup(
+            f"{name}-params",
+            description="JuiceFS metadata: TLS only",
+            family=postgres_parameter_group_family(rds.engine_version),
+            parameters=[{"name": "rds.force_ssl", "value": "1" if tls else "0", "apply_method": "immediate"}],
+            region=region,
+            opts=child,
+        )
+        subnets = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            description="JuiceFS metadata (RDS)",
+            subnet_ids=aws_settings.subnet_ids,
+            region=region,
+            opts=child,
+        )
+        group = _private_security_group(name, POSTGRES_PORT, "JuiceFS metadata (RDS)", aws_settings, self)
+
+        # Letters and digits: RDS refuses /, @, " and spaces, and URLs need no escaping.
+        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
+        secret_password: pulumi.Output[str] = pulumi.Output.secret(password.result)
+        instance = aws.rds.Instance(
+            f"{name}-postgres",
+            engine="postgres",
+            engine_version=rds.engine_version,
+            instance_class=rds.instance_class,
+            allocated_storage=rds.allocated_storage_gb,
+            max_allocated_storage=rds.max_allocated_storage_gb,
+            storage_type="gp3",
+            storage_encrypted=True,
+            kms_key_id=key.arn,
+            db_name=rds.database_name,
+            username=rds.username,
+            password=secret_password,
+            port=POSTGRES_PORT,
+            multi_az=True,
+            publicly_accessible=False,
+            db_subnet_group_name=subnets.name,
+            vpc_security_group_ids=[group.id],
+            parameter_group_name=parameters.name,
+            ca_cert_identifier=RDS_CA_CERT_IDENTIFIER,
+            backup_retention_period=rds.backup_retention_days,
+            copy_tags_to_snapshot=True,
+            deletion_protection=True,
+            skip_final_snapshot=False,
+            final_snapshot_identifier=_final_snapshot_name("postgres"),
+            auto_minor_version_upgrade=True,
+            apply_immediately=False,
+            region=region,
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
+
+        self.address = instance.address
+        ca_path = f"{RDS_CA_DIR}/{RDS_CA_FILE}"
+        self.meta_url = pulumi.Output.secret(
+            instance.address.apply(
+                lambda host: postgres_meta_url(
+                    host,
+                    POSTGRES_PORT,
+                    rds.database_name,
+                    rds.username,
+                    sslmode="verify-full" if tls else "disable",
+                    sslrootcert=ca_path if tls else None,
+                )
+            )
+        )
+        self.meta_password = secret_password
+        self.register_outputs({"metaUrl": self.meta_url, "address": self.address})

@@ -1,0 +1,269 @@
+"""The JuiceFS volume on Kubernetes: CSI driver, credentials Secret, StorageClass and the CAS claim.
+
+Formatting happens in the CSI mount pod: before every mount the driver runs `juicefs format` with
+the Secret's settings, which creates the volume the first time and is a no-op (or updates only
+mutable settings) afterwards. Nothing mounts until that succeeded.
+
+Encryption key (juicefs.encrypt):
+* `juicefsRsaKey` supplied: it must be a passphrase-protected PEM (`openssl genrsa -aes256 ...`)
+  and `juicefsPassphrase` must be set; the mount pods get JFS_RSA_PASSPHRASE. JuiceFS copies the
+  still-encrypted PEM into the metadata engine, so reading the metadata alone cannot decrypt data.
+* not supplied: the program generates an RSA-2048 key with pulumi-tls. pulumi-tls only emits
+  unencrypted PEM and re-encrypting it inside the program is not deterministic (random salt and
+  IV would change the Secret on every run), so this key has no passphrase and JFS_RSA_PASSPHRASE
+  stays unset (JuiceFS ignores a passphrase for a plain PEM). The objects in S3 are still
+  encrypted, but the key sits, merely obfuscated, in the metadata engine: whoever can read both
+  the metadata and the bucket can decrypt. Supply a protected key where that matters.
+The key chosen at the first format is permanent; JuiceFS ignores a different key later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_tls as tls
+
+from components.aws.juicefs_access import MOUNT_SERVICE_ACCOUNT
+from components.juicefs.commands import SecretEnv
+from components.settings import ConfigError, JuiceFsSettings, Settings, size_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from components.interfaces import MetadataEngine, ObjectStore
+    from components.stack import StackSecrets
+
+CSI_DRIVER = "csi.juicefs.com"
+CSI_CHART = "juicefs-csi-driver"
+CSI_CHART_REPO = "https://juicedata.github.io/charts/"
+CSI_RELEASE = "juicefs-csi-driver"
+CLAIM_NAME = "nativelink-cas"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+
+
+@dataclass(frozen=True)
+class MountPodFiles:
+    """Files the mount pod needs (e.g. a CA bundle), shipped as a Secret through the CSI `configs` key."""
+
+    name: str
+    mount_dir: str
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+def check_encryption_secrets(settings: Settings, secrets: StackSecrets) -> None:
+    """Refuse key/passphrase combinations that would fail at format time or protect nothing."""
+    if not settings.juicefs.encrypt:
+        return
+    if secrets.juicefs_rsa_key is not None and secrets.juicefs_passphrase is None:
+        raise ConfigError(
+            "nativelink-juicefs:juicefsPassphrase: missing; a supplied juicefsRsaKey must be "
+            "passphrase-protected, set the passphrase with `pulumi config set --secret juicefsPassphrase`"
+        )
+    if secrets.juicefs_rsa_key is None and secrets.juicefs_passphrase is not None:
+        raise ConfigError(
+            "nativelink-juicefs:juicefsPassphrase: set without juicefsRsaKey; the generated key cannot be "
+            "passphrase-protected. Supply an encrypted PEM as juicefsRsaKey, or remove juicefsPassphrase"
+        )
+
+
+def _require_encrypted_pem(pem: str) -> str:
+    # Checked on the value only; the message never quotes it.
+    if "ENCRYPTED" not in pem:
+        raise ConfigError(
+            "nativelink-juicefs:juicefsRsaKey: not a passphrase-protected PEM (JuiceFS would ignore the "
+            "passphrase); create one with `openssl genrsa -aes256 -out key.pem 2048`"
+        )
+    return pem
+
+
+def format_options(settings: JuiceFsSettings) -> str:
+    """The CSI Secret's `format-options`: what `juicefs format` gets besides storage and bucket."""
+    options = [
+        f"trash-days={settings.trash_days}",
+        f"block-size={settings.block_size_kib}",
+        f"compress={settings.compress}",
+    ]
+    if settings.encrypt:
+        options.append(f"encrypt-algo={settings.encrypt_algo}")
+    return ",".join(options)
+
+
+def mount_options(settings: JuiceFsSettings) -> list[str]:
+    return [f"cache-size={size_bytes(settings.cache_size) // 2**20}", "no-usage-report"]
+
+
+def csi_chart_values(settings: Settings) -> dict[str, object]:
+    return {
+        "mountMode": "mountpod",
+        # Mount pods run this client unless a StorageClass says otherwise; ours pins it too.
+        "defaultMountImage": {"ce": settings.versions.juicefs},
+        # StorageClasses and Secrets stay out of Helm values, where credentials would be stored.
+        "storageClasses": [],
+        "dashboard": {"enabled": False},
+        "controller": {"leaderElection": {"enabled": True}},
+    }
+
+
+class CsiJuiceFsVolume(pulumi.ComponentResource):
+    """JuiceFS through its CSI driver, and a ReadWriteMany claim for the CAS server (JuiceFsVolume)."""
+
+    volume_name: pulumi.Output[str]
+    storage_class_name: pulumi.Output[str]
+    claim_name: pulumi.Output[str]
+    secret_name: pulumi.Output[str]
+    # The generated key (secret), exported for restoring encrypted metadata backups; None if supplied or off.
+    generated_rsa_key: pulumi.Output[str] | None
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        secrets: StackSecrets,
+        metadata: MetadataEngine,
+        store: ObjectStore,
+        namespace: k8s.core.v1.Namespace,
+        mount_role_arn: pulumi.Output[str] | None = None,
+        mount_files: Sequence[MountPodFiles] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("nativelink:juicefs:CsiVolume", name, None, opts)
+        check_encryption_secrets(settings, secrets)
+        kube = settings.kubernetes
+        csi_namespace = kube.csi_namespace
+        child = pulumi.ResourceOptions(parent=self)
+
+        release = k8s.helm.v3.Release(
+            f"{name}-csi-driver",
+            name=CSI_RELEASE,
+            chart=CSI_CHART,
+            version=settings.versions.juicefs_csi_chart,
+            repository_opts={"repo": CSI_CHART_REPO},
+            namespace=csi_namespace,
+            values=csi_chart_values(settings),
+            atomic=True,
+            cleanup_on_fail=True,
+            max_history=10,
+            opts=child,
+        )
+
+        parameters: dict[str, pulumi.Input[str]] = {}
+        if mount_role_arn is not None:
+            account = k8s.core.v1.ServiceAccount(
+                f"{name}-mount-sa",
+                metadata={
+                    "name": MOUNT_SERVICE_ACCOUNT,
+                    "namespace": csi_namespace,
+                    "annotations": {IRSA_ANNOTATION: mount_role_arn},
+                },
+                automount_service_account_token=False,
+                opts=child,
+            )
+            parameters["juicefs/mount-service-account"] = account.metadata.name
+
+        secret_name = f"{kube.storage_class_name}-credentials"
+        configs: dict[str, str] = {}
+        for files in mount_files:
+            files_secret_name = f"{secret_name}-{files.name}"
+            # Mount pods run in the CSI namespace and can only mount Secrets from there.
+            k8s.core.v1.Secret(
+                f"{name}-{files.name}",
+                metadata={"name": files_secret_name, "namespace": csi_namespace},
+                string_data=dict(files.files),
+                opts=child,
+            )
+            configs[files_secret_name] = files.mount_dir
+
+        self.generated_rsa_key = None
+        rsa_key: pulumi.Output[str] | None = None
+        passphrase: pulumi.Output[str] | None = None
+        if settings.juicefs.encrypt:
+            if secrets.juicefs_rsa_key is not None:
+                rsa_key = pulumi.Output.secret(secrets.juicefs_rsa_key.apply(_require_encrypted_pem))
+                passphrase = secrets.juicefs_passphrase
+            else:
+                key = tls.PrivateKey(
+                    f"{name}-rsa-key",
+                    algorithm="RSA",
+                    rsa_bits=2048,
+                    # Losing it loses every encrypted metadata backup; the volume itself keeps a copy.
+                    opts=pulumi.ResourceOptions(parent=self, protect=True),
+                )
+                rsa_key = pulumi.Output.secret(key.private_key_pem)
+                self.generated_rsa_key = rsa_key
+
+        envs: dict[str, pulumi.Input[str]] = {SecretEnv.META_PASSWORD: metadata.meta_password}
+        if passphrase is not None:
+            envs[SecretEnv.RSA_PASSPHRASE] = passphrase
+        data: dict[str, pulumi.Input[str]] = {
+            "name": settings.juicefs.volume_name,
+            "metaurl": metadata.meta_url,
+            "storage": store.storage,
+            "bucket": store.bucket_url,
+            "envs": pulumi.Output.all(**envs).apply(
+                lambda values: json.dumps({key: value for key, value in values.items() if value})
+            ),
+            "format-options": format_options(settings.juicefs),
+        }
+        if store.access_key is not None and store.secret_key is not None:
+            data["access-key"] = store.access_key
+            data["secret-key"] = store.secret_key
+        if rsa_key is not None:
+            data["encrypt_rsa_key"] = rsa_key
+        if configs:
+            data["configs"] = json.dumps(configs)
+        # A Secret, never a ConfigMap; every value secret, so none reaches state or previews in clear.
+        secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata={"name": secret_name, "namespace": csi_namespace},
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value) for key, value in data.items()},
+            opts=child,
+        )
+
+        parameters.update(
+            {
+                "csi.storage.k8s.io/provisioner-secret-name": secret.metadata.name,
+                "csi.storage.k8s.io/provisioner-secret-namespace": csi_namespace,
+                "csi.storage.k8s.io/node-publish-secret-name": secret.metadata.name,
+                "csi.storage.k8s.io/node-publish-secret-namespace": csi_namespace,
+                "juicefs/mount-image": settings.versions.juicefs,
+            }
+        )
+        storage_class = k8s.storage.v1.StorageClass(
+            f"{name}-storage-class",
+            metadata={"name": kube.storage_class_name},
+            provisioner=CSI_DRIVER,
+            # Deleting the claim must never delete the CAS directory.
+            reclaim_policy="Retain",
+            volume_binding_mode="Immediate",
+            allow_volume_expansion=True,
+            parameters=parameters,
+            mount_options=mount_options(settings.juicefs),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
+        )
+        claim = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-claim",
+            metadata={"name": CLAIM_NAME, "namespace": namespace.metadata.name},
+            spec={
+                "access_modes": ["ReadWriteMany"],
+                "storage_class_name": storage_class.metadata.name,
+                "resources": {"requests": {"storage": kube.cas_volume_size}},
+            },
+            opts=pulumi.ResourceOptions(parent=self, protect=True, depends_on=[release, secret]),
+        )
+
+        self.volume_name = pulumi.Output.from_input(settings.juicefs.volume_name)
+        self.storage_class_name = storage_class.metadata.name
+        self.claim_name = claim.metadata.name
+        self.secret_name = secret.metadata.name
+        self.register_outputs(
+            {
+                "volumeName": self.volume_name,
+                "storageClassName": self.storage_class_name,
+                "claimName": self.claim_name,
+            }
+        )

@@ -1,0 +1,383 @@
+"""NativeLink on Kubernetes: one CAS server on the JuiceFS claim, one scheduler, N workers.
+
+* CAS server: a StatefulSet of exactly one pod. It is the only writer of the JuiceFS-backed
+  stores (NativeLink keeps a private index per filesystem store), and a StatefulSet stops the old
+  pod before starting its replacement, where a Deployment would briefly run two.
+* Scheduler: one pod, replaced with Recreate; its queue lives in memory and workers must not be
+  split between two schedulers.
+* Workers: a Deployment; each pod keeps its fast store and work directory on one emptyDir at
+  layout.WORKER_ROOT (hard links need one filesystem; NativeLink advises against network storage).
+The image has no shell, so containers get only the config path as argument. Configs carry no
+secrets; each lives in its own ConfigMap and its sha256 is a pod annotation, so a config change
+rolls the pods even where the ConfigMap name would not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.nativelink import layout
+from components.nativelink.render import Endpoints, render_cluster
+
+if TYPE_CHECKING:
+    from components.settings import ContainerResources, Settings
+
+CAS = "nativelink-cas"
+SCHEDULER = "nativelink-scheduler"
+WORKER_API = "nativelink-worker-api"
+WORKER = "nativelink-worker"
+CONFIG_KEY = "config.json5"
+CHECKSUM_ANNOTATION = "checksum/config"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+def service_host(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+def cluster_endpoints(namespace: str) -> Endpoints:
+    """Workers reach the scheduler through the worker-API service, not the client one."""
+    return Endpoints(cas_host=service_host(CAS, namespace), scheduler_host=service_host(WORKER_API, namespace))
+
+
+def config_checksum(config: str) -> str:
+    return hashlib.sha256(config.encode()).hexdigest()
+
+
+def bazel_flags(namespace: str, instance_name: str) -> str:
+    flags = [
+        f"--remote_executor=grpc://{service_host(SCHEDULER, namespace)}:{layout.SCHEDULER_PORT}",
+        # The scheduler serves no CAS; blobs go straight to the CAS server.
+        f"--remote_cache=grpc://{service_host(CAS, namespace)}:{layout.CAS_PORT}",
+    ]
+    if instance_name:
+        flags.append(f"--remote_instance_name={instance_name}")
+    return " ".join(flags)
+
+
+def labels(component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "nativelink", COMPONENT_LABEL: component}
+
+
+def create_namespace(
+    name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+) -> k8s.core.v1.Namespace:
+    """The namespace of the NativeLink tier; the JuiceFS claim lives there too, so it comes first."""
+    return k8s.core.v1.Namespace(
+        name,
+        metadata={
+            "name": settings.kubernetes.namespace,
+            "labels": {"app.kubernetes.io/part-of": "nativelink"},
+        },
+        opts=opts,
+    )
+
+
+# Helpers return Any: they build plain dicts that pulumi-kubernetes' TypedDicts accept at runtime.
+def _probes(startup_failures: int) -> Any:
+    """HTTP GET /status on the health listener; startup allows a long first scan of the stores."""
+    check = {"http_get": {"path": layout.HEALTH_PATH, "port": layout.HEALTH_PORT}, "timeout_seconds": 5}
+    return {
+        "startup_probe": {**check, "period_seconds": 10, "failure_threshold": startup_failures},
+        "readiness_probe": {**check, "period_seconds": 10, "failure_threshold": 3},
+        "liveness_probe": {**check, "period_seconds": 20, "failure_threshold": 6},
+    }
+
+
+def _resources(resources: ContainerResources, extra_requests: dict[str, str] | None = None) -> Any:
+    return {
+        "requests": {
+            "cpu": resources.cpu_request,
+            "memory": resources.memory_request,
+            **(extra_requests or {}),
+        },
+        "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
+    }
+
+
+def _container(
+    component: str,
+    settings: Settings,
+    resources: dict[str, Any],
+    ports: list[dict[str, Any]],
+    volume_mounts: list[dict[str, Any]],
+    startup_failures: int,
+    drop_capabilities: bool = True,
+    env: list[dict[str, Any]] | None = None,
+) -> Any:
+    security: dict[str, Any] = {"allow_privilege_escalation": False}
+    if drop_capabilities:
+        security["capabilities"] = {"drop": ["ALL"]}
+    return {
+        "name": component,
+        "image": settings.versions.nativelink,
+        # No shell in the image: the binary is the entrypoint and takes the config path only.
+        "args": [layout.CONFIG_PATH],
+        "env": [{"name": "RUST_LOG", "value": settings.nativelink.log_level}, *(env or [])],
+        "ports": [*ports, {"name": "health", "container_port": layout.HEALTH_PORT}],
+        "resources": resources,
+        "volume_mounts": [
+            {"name": "config", "mount_path": layout.CONFIG_PATH.rsplit("/", 1)[0], "read_only": True},
+            *volume_mounts,
+        ],
+        "security_context": security,
+        **_probes(startup_failures),
+    }
+
+
+def _pod_spec(
+    settings: Settings, container: Any, config_map: k8s.core.v1.ConfigMap, volumes: list[dict[str, Any]]
+) -> Any:
+    return {
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "config",
+                "config_map": {
+                    "name": config_map.metadata.name,
+                    "items": [{"key": CONFIG_KEY, "path": layout.CONFIG_PATH.rsplit("/", 1)[1]}],
+                },
+            },
+            *volumes,
+        ],
+        "termination_grace_period_seconds": settings.kubernetes.termination_grace_period_s,
+        # NativeLink never talks to the Kubernetes API.
+        "automount_service_account_token": False,
+        "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}},
+    }
+
+
+class KubernetesNativeLinkCluster(pulumi.ComponentResource):
+    """CAS server, scheduler and workers on Kubernetes (NativeLinkCluster protocol)."""
+
+    cas_endpoint: pulumi.Output[str]
+    scheduler_endpoint: pulumi.Output[str]
+    bazel_flags: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        namespace: k8s.core.v1.Namespace,
+        claim_name: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("nativelink:cluster:KubernetesCluster", name, None, opts)
+        kube = settings.kubernetes
+        ns = kube.namespace
+        child = pulumi.ResourceOptions(parent=self)
+        ns_name = namespace.metadata.name
+        configs = render_cluster(settings, cluster_endpoints(ns))
+
+        def config_map(component: str, text: str) -> k8s.core.v1.ConfigMap:
+            # Auto-named: a changed config is a new ConfigMap, and the old one goes after the rollout.
+            return k8s.core.v1.ConfigMap(
+                f"{name}-{component}-config",
+                metadata={"namespace": ns_name, "labels": labels(component)},
+                data={CONFIG_KEY: text},
+                opts=child,
+            )
+
+        def template_metadata(component: str, text: str) -> Any:
+            return {"labels": labels(component), "annotations": {CHECKSUM_ANNOTATION: config_checksum(text)}}
+
+        def service(resource: str, service_name: str, component: str, port_name: str, port: int) -> None:
+            k8s.core.v1.Service(
+                f"{name}-{resource}",
+                metadata={"name": service_name, "namespace": ns_name, "labels": labels(component)},
+                spec={
+                    "type": "ClusterIP",
+                    "selector": labels(component),
+                    "ports": [{"name": port_name, "port": port, "target_port": port, "protocol": "TCP"}],
+                },
+                opts=child,
+            )
+
+        def disruption_budget(component: str, budget: Any) -> None:
+            spec: Any = {"selector": {"match_labels": labels(component)}, **budget}
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-{component}-pdb",
+                metadata={"namespace": ns_name, "labels": labels(component)},
+                spec=spec,
+                opts=child,
+            )
+
+        # ---- CAS server
+        cas_text = configs.cas_server.to_json()
+        cas_config = config_map("cas", cas_text)
+        service("cas-service", CAS, "cas", "grpc", layout.CAS_PORT)
+        cas_container = _container(
+            "cas",
+            settings,
+            _resources(kube.cas_resources),
+            ports=[{"name": "grpc", "container_port": layout.CAS_PORT}],
+            volume_mounts=[
+                # HostToContainer: a mount the CSI driver recovers on the node reappears in the pod.
+                {
+                    "name": "cas-data",
+                    "mount_path": layout.CAS_DATA_ROOT,
+                    "mount_propagation": "HostToContainer",
+                }
+            ],
+            # The filesystem stores index every file at start; on a large CAS that takes a while.
+            startup_failures=180,
+        )
+        k8s.apps.v1.StatefulSet(
+            f"{name}-cas",
+            metadata={"name": CAS, "namespace": ns_name, "labels": labels("cas")},
+            spec={
+                "service_name": CAS,
+                "replicas": 1,
+                "selector": {"match_labels": labels("cas")},
+                "update_strategy": {"type": "RollingUpdate"},
+                "template": {
+                    "metadata": template_metadata("cas", cas_text),
+                    "spec": _pod_spec(
+                        settings,
+                        cas_container,
+                        cas_config,
+                        [{"name": "cas-data", "persistent_volume_claim": {"claim_name": claim_name}}],
+                    ),
+                },
+            },
+            opts=child,
+        )
+        # One pod: evictions wait for an operator instead of dropping every build's CAS mid-flight.
+        disruption_budget("cas", {"min_available": 1})
+
+        # ---- scheduler
+        scheduler_text = configs.scheduler.to_json()
+        scheduler_config = config_map("scheduler", scheduler_text)
+        service("scheduler-service", SCHEDULER, "scheduler", "grpc", layout.SCHEDULER_PORT)
+        # Its own ClusterIP service, so the NetworkPolicy and clients never mix the two ports up.
+        service("worker-api-service", WORKER_API, "scheduler", "worker-api", layout.WORKER_API_PORT)
+        scheduler_container = _container(
+            "scheduler",
+            settings,
+            _resources(kube.scheduler_resources),
+            ports=[
+                {"name": "grpc", "container_port": layout.SCHEDULER_PORT},
+                {"name": "worker-api", "container_port": layout.WORKER_API_PORT},
+            ],
+            volume_mounts=[],
+            startup_failures=30,
+        )
+        k8s.apps.v1.Deployment(
+            f"{name}-scheduler",
+            metadata={"name": SCHEDULER, "namespace": ns_name, "labels": labels("scheduler")},
+            spec={
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"match_labels": labels("scheduler")},
+                "template": {
+                    "metadata": template_metadata("scheduler", scheduler_text),
+                    "spec": _pod_spec(settings, scheduler_container, scheduler_config, []),
+                },
+            },
+            opts=child,
+        )
+        disruption_budget("scheduler", {"min_available": 1})
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-scheduler-ingress",
+            metadata={"namespace": ns_name, "labels": labels("scheduler")},
+            spec={
+                "pod_selector": {"match_labels": labels("scheduler")},
+                "policy_types": ["Ingress"],
+                "ingress": [
+                    # Nothing authenticates the worker API: only worker pods may reach it.
+                    {
+                        "from_": [{"pod_selector": {"match_labels": labels("worker")}}],
+                        "ports": [{"protocol": "TCP", "port": layout.WORKER_API_PORT}],
+                    },
+                    {"ports": [{"protocol": "TCP", "port": layout.SCHEDULER_PORT}]},
+                    # Health and the admin (drain) endpoint: this namespace only.
+                    {
+                        "from_": [{"pod_selector": {}}],
+                        "ports": [{"protocol": "TCP", "port": layout.HEALTH_PORT}],
+                    },
+                ],
+            },
+            opts=child,
+        )
+
+        # ---- workers
+        worker_text = configs.worker.to_json()
+        worker_config = config_map("worker", worker_text)
+        worker_container = _container(
+            "worker",
+            settings,
+            _resources(kube.worker_resources, {"ephemeral-storage": kube.worker_ephemeral_storage}),
+            ports=[],
+            volume_mounts=[{"name": "worker-root", "mount_path": layout.WORKER_ROOT}],
+            startup_failures=30,
+            # Build actions run inside this container and may need ordinary root capabilities.
+            drop_capabilities=False,
+            env=[{"name": "WORKER_NAME", "value_from": {"field_ref": {"field_path": "metadata.name"}}}],
+        )
+        worker_spec: Any = {
+            "selector": {"match_labels": labels("worker")},
+            "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 1, "max_surge": 1}},
+            "template": {
+                "metadata": template_metadata("worker", worker_text),
+                "spec": _pod_spec(
+                    settings,
+                    worker_container,
+                    worker_config,
+                    [{"name": "worker-root", "empty_dir": {"size_limit": kube.worker_ephemeral_storage}}],
+                ),
+            },
+        }
+        if kube.autoscale_max_workers is None:
+            # With an autoscaler the replica count is its to set; `pulumi up` must not reset it.
+            worker_spec["replicas"] = settings.workers.count
+        workers = k8s.apps.v1.Deployment(
+            f"{name}-worker",
+            metadata={"name": WORKER, "namespace": ns_name, "labels": labels("worker")},
+            spec=worker_spec,
+            opts=child,
+        )
+        disruption_budget("worker", {"max_unavailable": 1})
+        if kube.autoscale_max_workers is not None:
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-worker-hpa",
+                metadata={"namespace": ns_name, "labels": labels("worker")},
+                spec={
+                    "scale_target_ref": {
+                        "api_version": "apps/v1",
+                        "kind": "Deployment",
+                        "name": workers.metadata.name,
+                    },
+                    "min_replicas": settings.workers.count,
+                    "max_replicas": kube.autoscale_max_workers,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {"type": "Utilization", "average_utilization": 70},
+                            },
+                        }
+                    ],
+                    # Scaling in kills running actions; wait for load to stay low.
+                    "behavior": {"scale_down": {"stabilization_window_seconds": 600}},
+                },
+                opts=child,
+            )
+
+        instance = settings.nativelink.instance_name
+        self.cas_endpoint = pulumi.Output.from_input(f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}")
+        self.scheduler_endpoint = pulumi.Output.from_input(
+            f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}"
+        )
+        self.bazel_flags = pulumi.Output.from_input(bazel_flags(ns, instance))
+        self.register_outputs(
+            {
+                "casEndpoint": self.cas_endpoint,
+                "schedulerEndpoint": self.scheduler_endpoint,
+                "bazelFlags": self.bazel_flags,
+            }
+        )

@@ -1,0 +1,105 @@
+"""The prod stack: AWS (S3, ElastiCache or RDS, KMS, IAM) plus NativeLink on an existing Kubernetes cluster.
+
+Order of creation follows the data: KMS keys and buckets, the metadata engine and JuiceFS's S3
+identity; then the CSI driver, its Secret, StorageClass and the CAS claim (formatted by the first
+mount pod); then the NativeLink tier that mounts the claim.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components.aws.metadata_engine import (
+    RDS_CA_DIR,
+    RDS_CA_FILE,
+    ElastiCacheMetadataEngine,
+    RdsMetadataEngine,
+)
+from components.aws.object_store import S3ObjectStore
+from components.kubernetes.juicefs_volume import CsiJuiceFsVolume, MountPodFiles, check_encryption_secrets
+from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster, create_namespace
+from components.settings import PROJECT, Settings
+
+if TYPE_CHECKING:
+    from components.stack import StackSecrets
+
+
+def build_prod_stack(
+    settings: Settings, secrets: StackSecrets, opts: pulumi.ResourceOptions | None = None
+) -> dict[str, Any]:
+    """Register every prod resource; returns the stack outputs."""
+    aws_settings = settings.aws
+    if aws_settings is None:
+        raise ValueError("build_prod_stack needs aws settings")
+    # Everything checkable without the cloud fails here, before any resource is registered.
+    check_encryption_secrets(settings, secrets)
+    base = opts or pulumi.ResourceOptions()
+
+    aws_provider = aws.Provider(
+        "aws",
+        region=aws_settings.region,
+        default_tags={"tags": {"project": PROJECT, "stack": pulumi.get_stack(), "managed-by": "pulumi"}},
+        opts=base,
+    )
+    # No kubeconfig: the ambient context (KUBECONFIG / current context) is used, as kubectl would.
+    k8s_provider = k8s.Provider(
+        "kubernetes",
+        kubeconfig=secrets.kubeconfig,
+        opts=base,
+    )
+    aws_opts = pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(providers={"aws": aws_provider}))
+    k8s_opts = pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}))
+
+    store = S3ObjectStore("cas-store", settings, opts=aws_opts)
+    engine: ElastiCacheMetadataEngine | RdsMetadataEngine
+    if aws_settings.metadata_engine == "redis":
+        engine = ElastiCacheMetadataEngine("metadata", settings, opts=aws_opts)
+    else:
+        engine = RdsMetadataEngine("metadata", settings, opts=aws_opts)
+    mount_files = []
+    if engine.ca_bundle_pem is not None:
+        mount_files.append(MountPodFiles("rds-ca", RDS_CA_DIR, {RDS_CA_FILE: engine.ca_bundle_pem}))
+
+    namespace = create_namespace("nativelink-namespace", settings, opts=k8s_opts)
+    volume = CsiJuiceFsVolume(
+        "juicefs",
+        settings,
+        secrets,
+        metadata=engine,
+        store=store,
+        namespace=namespace,
+        mount_role_arn=store.role_arn,
+        mount_files=mount_files,
+        opts=k8s_opts,
+    )
+    cluster = KubernetesNativeLinkCluster(
+        "nativelink",
+        settings,
+        namespace=namespace,
+        claim_name=volume.claim_name,
+        opts=k8s_opts,
+    )
+
+    outputs: dict[str, Any] = {
+        "bazelFlags": cluster.bazel_flags,
+        "casEndpoint": cluster.cas_endpoint,
+        "schedulerEndpoint": cluster.scheduler_endpoint,
+        "juicefsVolume": {
+            "name": volume.volume_name,
+            "storageClass": volume.storage_class_name,
+            "claim": volume.claim_name,
+            "namespace": settings.kubernetes.namespace,
+            "metadataEngine": aws_settings.metadata_engine,
+            "bucket": store.bucket_name,
+            "replicaBucket": store.replica_bucket_name,
+            "encrypted": settings.juicefs.encrypt,
+        },
+    }
+    if volume.generated_rsa_key is not None:
+        # Needed to restore JuiceFS's encrypted metadata backups; `pulumi stack output --show-secrets`.
+        outputs["juicefsRsaKey"] = pulumi.Output.secret(volume.generated_rsa_key)
+    return outputs
