@@ -426,9 +426,7 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
         (scheduler, scheduler_container, kube.scheduler_resources),
         (workers, worker_container, kube.worker_resources),
     ):
-        assert container["image"] == settings.versions.nativelink
         assert container["args"] == [layout.CONFIG_PATH]
-        assert "command" not in container
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             assert container[probe]["httpGet"] == {"path": "/status", "port": 50081}, probe
         assert container["resources"]["limits"] == {
@@ -439,6 +437,20 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
         assert container["resources"]["requests"]["memory"] == resources.memory_request
         assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == kube.termination_grace_period_s
     assert worker_container["resources"]["requests"]["ephemeral-storage"] == kube.worker_ephemeral_storage
+
+    # CAS and scheduler run the NativeLink image as it is; workers run the same release's binary,
+    # copied in by an init container, inside the toolchain image.
+    for container in (cas_container, scheduler_container):
+        assert container["image"] == settings.versions.nativelink
+        assert "command" not in container
+    assert worker_container["image"] == settings.versions.worker
+    assert worker_container["command"] == [layout.WORKER_BINARY]
+    (copy,) = workers["template"]["spec"]["initContainers"]
+    assert copy["image"] == settings.versions.nativelink_worker_init
+    assert copy["args"] == [layout.WORKER_BINARY]
+    assert copy["volumeMounts"] == [{"name": "nativelink-binary", "mountPath": layout.WORKER_BINARY_DIR}]
+    (binary_mount,) = [m for m in worker_container["volumeMounts"] if m["name"] == "nativelink-binary"]
+    assert binary_mount == {"name": "nativelink-binary", "mountPath": layout.WORKER_BINARY_DIR, "readOnly": True}
 
     ports = {
         record.inputs["metadata"]["name"]: [(p["port"], p["name"]) for p in record.inputs["spec"]["ports"]]

@@ -108,14 +108,21 @@ def _container(
     startup_failures: int,
     drop_capabilities: bool = True,
     env: list[dict[str, Any]] | None = None,
+    worker: bool = False,
 ) -> Any:
     security: dict[str, Any] = {"allow_privilege_escalation": False}
     if drop_capabilities:
         security["capabilities"] = {"drop": ["ALL"]}
+    # The NativeLink image has no shell: its entrypoint is the binary, which takes the config path only.
+    # A worker runs the same binary, copied in by an init container, inside the toolchain image.
+    program: dict[str, Any] = (
+        {"image": settings.versions.worker, "command": [layout.WORKER_BINARY]}
+        if worker
+        else {"image": settings.versions.nativelink}
+    )
     return {
         "name": component,
-        "image": settings.versions.nativelink,
-        # No shell in the image: the binary is the entrypoint and takes the config path only.
+        **program,
         "args": [layout.CONFIG_PATH],
         "env": [{"name": "RUST_LOG", "value": settings.nativelink.log_level}, *(env or [])],
         "ports": [*ports, {"name": "health", "container_port": layout.HEALTH_PORT}],
@@ -130,9 +137,14 @@ def _container(
 
 
 def _pod_spec(
-    settings: Settings, container: Any, config_map: k8s.core.v1.ConfigMap, volumes: list[dict[str, Any]]
+    settings: Settings,
+    container: Any,
+    config_map: k8s.core.v1.ConfigMap,
+    volumes: list[dict[str, Any]],
+    init_containers: list[Any] | None = None,
 ) -> Any:
     return {
+        **({"init_containers": init_containers} if init_containers else {}),
         "containers": [container],
         "volumes": [
             {
@@ -312,8 +324,12 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
             settings,
             _resources(kube.worker_resources, {"ephemeral-storage": kube.worker_ephemeral_storage}),
             ports=[],
-            volume_mounts=[{"name": "worker-root", "mount_path": layout.WORKER_ROOT}],
+            volume_mounts=[
+                {"name": "worker-root", "mount_path": layout.WORKER_ROOT},
+                {"name": "nativelink-binary", "mount_path": layout.WORKER_BINARY_DIR, "read_only": True},
+            ],
             startup_failures=30,
+            worker=True,
             # Build actions run inside this container and may need ordinary root capabilities.
             drop_capabilities=False,
             env=[{"name": "WORKER_NAME", "value_from": {"field_ref": {"field_path": "metadata.name"}}}],
@@ -327,7 +343,22 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                     settings,
                     worker_container,
                     worker_config,
-                    [{"name": "worker-root", "empty_dir": {"size_limit": kube.worker_ephemeral_storage}}],
+                    [
+                        {"name": "worker-root", "empty_dir": {"size_limit": kube.worker_ephemeral_storage}},
+                        {"name": "nativelink-binary", "empty_dir": {}},
+                    ],
+                    # Build actions need a toolchain the NativeLink image lacks: this copies the binary
+                    # of the same release into the pod, beside the toolchain image.
+                    init_containers=[
+                        {
+                            "name": "nativelink-binary",
+                            "image": settings.versions.nativelink_worker_init,
+                            "args": [layout.WORKER_BINARY],
+                            "volume_mounts": [{"name": "nativelink-binary", "mount_path": layout.WORKER_BINARY_DIR}],
+                            "security_context": {"allow_privilege_escalation": False},
+                            "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
+                        }
+                    ],
                 ),
             },
         }
