@@ -12,10 +12,12 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 
 install: $(VENV)/.installed
 
+# mypy runs twice: the policy pack's policy/__main__.py cannot share a run with the program's __main__.py.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy policy/__main__.py
 
 test: lint
 	$(VENV)/bin/python -m pytest

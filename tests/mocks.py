@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,6 +11,11 @@ from typing import Any
 import pulumi
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def image_id(ref: str) -> str:
+    """The RemoteImage.imageId a real docker provider returns: a content-addressed ID, `sha256:<64 hex>`."""
+    return f"sha256:{hashlib.sha256(ref.encode()).hexdigest()}"
 
 
 @dataclass
@@ -91,7 +97,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "tls:index/privateKey:PrivateKey":
             return {"privateKeyPem": f"-----BEGIN RSA PRIVATE KEY-----{args.name}-----END RSA PRIVATE KEY-----"}
         if args.typ == "docker:index/remoteImage:RemoteImage":
-            return {"imageId": f"{args.inputs['name']}@sha256:mock"}
+            return {"imageId": image_id(args.inputs["name"])}
         if args.typ == "aws:elasticache/replicationGroup:ReplicationGroup":
             return {
                 "arn": f"arn:aws:mock:::{args.name}",

@@ -19,7 +19,7 @@ from components.juicefs.commands import mount_healthcheck
 from components.nativelink import layout
 from components.nativelink.render import Endpoints, render_cluster
 from components.settings import PROJECT, WORKER_API_PORT, Settings, parse_settings
-from tests.mocks import RecordingMocks, is_secret, plaintext_strings, reveal
+from tests.mocks import RecordingMocks, image_id, is_secret, plaintext_strings, reveal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -307,16 +307,16 @@ def test_workers_wait_for_a_healthy_scheduler(dev: RecordingMocks) -> None:
 def test_workers_run_the_nativelink_binary_inside_the_toolchain_image(dev: RecordingMocks) -> None:
     versions = dev_settings().versions
     for name in ("nativelink-cas", "nativelink-scheduler"):
-        assert container(dev, name)["image"] == f"{versions.nativelink}@sha256:mock"
+        assert container(dev, name)["image"] == image_id(versions.nativelink)
         assert "entrypoints" not in container(dev, name)
     copy = container(dev, "nativelink-worker-binary")
-    assert copy["image"] == f"{versions.nativelink_worker_init}@sha256:mock"
+    assert copy["image"] == image_id(versions.nativelink_worker_init)
     assert copy["command"] == [layout.WORKER_BINARY]
     assert copy["attach"] is True
     assert copy["mounts"] == [{"type": "volume", "source": "nativelink-worker-binary", "target": "/opt/nativelink"}]
     for index in range(3):
         worker = container(dev, f"nativelink-worker-{index}")
-        assert worker["image"] == f"{versions.worker}@sha256:mock"
+        assert worker["image"] == image_id(versions.worker)
         assert worker["entrypoints"] == [layout.WORKER_BINARY]
         assert worker["command"] == [layout.CONFIG_PATH]
         binary_mount = {"type": "volume", "source": "nativelink-worker-binary", "target": "/opt/nativelink"}

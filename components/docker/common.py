@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 import pulumi_docker as docker
 
@@ -28,6 +30,16 @@ def env(name: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
 def secret_env(name: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
     """A `NAME=value` entry that is always secret."""
     return pulumi.Output.secret(env(name, value))
+
+
+def with_secret_envs(parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
+    """Options for a container whose envs carry credentials.
+
+    `additional_secret_outputs` keeps the `envs` output encrypted in the state, and it is what the
+    policy pack can see: the engine hands policies secrets already unwrapped, so a secret env and a
+    plaintext one look the same there.
+    """
+    return pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on), additional_secret_outputs=["envs"])
 
 
 def healthcheck(

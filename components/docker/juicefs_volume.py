@@ -14,6 +14,7 @@ from components.docker.common import (
     secret_env,
     stateful_volume,
     volume_mount,
+    with_secret_envs,
 )
 from components.juicefs.commands import (
     FormatOptions,
@@ -143,7 +144,7 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
             stop_signal="SIGTERM",
             stop_timeout=60,
             destroy_grace_seconds=60,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[host_dir, *after]),
+            opts=with_secret_envs(self, depends_on=[host_dir, *after]),
         )
 
         self.volume_name = pulumi.Output.from_input(settings.volume_name)

@@ -13,6 +13,7 @@ from components.docker.common import (
     secret_env,
     stateful_volume,
     volume_mount,
+    with_secret_envs,
 )
 from components.juicefs.commands import redis_meta_url
 
@@ -87,7 +88,7 @@ class RedisMetadataEngine(pulumi.ComponentResource):
             networks_advanced=on_network(network, self.host),
             restart=RESTART,
             must_run=True,
-            opts=child,
+            opts=with_secret_envs(self),
         )
 
         self.meta_url = pulumi.Output.secret(redis_meta_url(self.host, REDIS_PORT, JUICEFS_DB))

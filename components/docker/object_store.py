@@ -14,6 +14,7 @@ from components.docker.common import (
     secret_env,
     stateful_volume,
     volume_mount,
+    with_secret_envs,
 )
 from components.juicefs.commands import StorageType, minio_bucket_url
 
@@ -82,7 +83,7 @@ class MinioObjectStore(pulumi.ComponentResource):
             networks_advanced=on_network(network, self.host),
             restart=RESTART,
             must_run=True,
-            opts=child,
+            opts=with_secret_envs(self),
         )
 
         # One-shot job: `mc` takes the endpoint and credentials from MC_HOST_<alias>, so no secret is
@@ -102,7 +103,7 @@ class MinioObjectStore(pulumi.ComponentResource):
             attach=True,
             must_run=False,
             restart="no",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]),
+            opts=with_secret_envs(self, depends_on=[self.server]),
         )
 
         self.bucket_url = pulumi.Output.secret(minio_bucket_url(self.host, API_PORT, bucket_name))
