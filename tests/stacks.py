@@ -63,3 +63,12 @@ def build(
 
     program()
     return exports
+
+
+def build_fresh(settings: Settings, secrets: StackSecrets | None = None) -> RecordingMocks:
+    """Build the stack once more in the same test, on a fresh root stack and fresh mocks."""
+    pulumi.runtime.reset_options()
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="nativelink-juicefs", stack="test", preview=False)
+    build(mocks, settings, secrets)
+    return mocks
