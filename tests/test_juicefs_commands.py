@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from components.juicefs.commands import (
+    FORMAT_TIMEOUT_S,
     FormatOptions,
     MountOptions,
     format_args,
@@ -107,14 +108,18 @@ def test_mount_script_is_valid_posix_shell(script: str) -> None:
 def test_mount_script_formats_then_mounts_then_creates_the_data_directory(script: str) -> None:
     lines = script.splitlines()
     order = [
-        next(i for i, line in enumerate(lines) if line.startswith("juicefs format")),
+        next(i for i, line in enumerate(lines) if line.startswith(f"timeout {FORMAT_TIMEOUT_S} juicefs format")),
         next(i for i, line in enumerate(lines) if line.startswith("juicefs mount")),
         next(i for i, line in enumerate(lines) if "/jfs/.config" in line),
         next(i for i, line in enumerate(lines) if line.startswith("mkdir -p /jfs/nativelink")),
         next(i for i, line in enumerate(lines) if line.startswith("wait")),
     ]
     assert order == sorted(order)
-    assert shlex.split(lines[order[0]]) == format_args(options(), "redis://redis:6379/1")
+    assert shlex.split(lines[order[0]]) == [
+        "timeout",
+        str(FORMAT_TIMEOUT_S),
+        *format_args(options(), "redis://redis:6379/1"),
+    ]
 
 
 def test_healthcheck_proves_the_mount_and_the_data_directory() -> None:

@@ -138,6 +138,9 @@ def mount_ready_marker(mountpoint: str) -> str:
     return f"{mountpoint}/.config"
 
 
+FORMAT_TIMEOUT_S = 300
+
+
 def mount_script(format_command: list[str], mount_command: list[str], mountpoint: str, data_dir: str) -> str:
     """Entry script of the mount container: format, mount, create the data directory, then supervise.
 
@@ -157,7 +160,9 @@ def mount_script(format_command: list[str], mount_command: list[str], mountpoint
                 "set -eu",
                 # A killed predecessor leaves a dead FUSE mount that would block the new one.
                 f"umount -l {shlex.quote(mountpoint)} 2>/dev/null || true",
-                shlex.join(format_command),
+                # An unreachable metadata engine makes the client retry for minutes; fail, and let the
+                # restart policy try again, instead of hanging with the health check never passing.
+                f"timeout {FORMAT_TIMEOUT_S} {shlex.join(format_command)}",
                 f"{shlex.join(mount_command)} &",
                 "pid=$!",
                 # Pass TERM/INT on, then exit with the mount process's status once it is gone.
