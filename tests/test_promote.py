@@ -14,22 +14,13 @@ from ruamel.yaml import YAML
 
 from components import promote
 from components.settings import PROJECT, parse_settings
-from components.stack import SECRET_KEYS
+from tests.stacks import project_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = f"{PROJECT}:versions"
 
-# A stand-in for Pulumi.prod.yaml (owned by the prod stack's author): valid for the program, two
-# releases behind dev, without juicefsCsiChart, with an extra key, comments in and around the
-# versions block, a quoted value, a secret and a sequence in Pulumi's own indentation.
-PROD_BEFORE = """\
-# Prod: AWS services, NativeLink on Kubernetes.
-secretsprovider: passphrase
-config:
-  aws:region: eu-west-1
-  nativelink-juicefs:platform: aws
-  # Promoted from dev with `python -m components.promote dev prod`; do not edit by hand.
-  nativelink-juicefs:versions:
+# The versions block of PROD_BEFORE, below.
+PROD_BLOCK_BEFORE = """\
     # The scheduler, CAS and worker image.
     nativelink: ghcr.io/tracemachina/nativelink:v1.6.6   # first release with the new config format
     juicefs: "juicedata/mount:ce-v1.4.1"
@@ -37,7 +28,20 @@ config:
     minio: minio/minio:RELEASE.2025-01-01T00-00-00Z
     retired: alpine:3.20
     busybox: busybox:1.36.1
-  # AWS placement; the ids are examples.
+"""
+
+# A stand-in for Pulumi.prod.yaml (owned by the prod stack's author): valid for the program, two
+# releases behind dev, without juicefsCsiChart, with an extra key, comments in and around the
+# versions block, a quoted value, a secret and a sequence in Pulumi's own indentation.
+PROD_BEFORE = f"""\
+# Prod: AWS services, NativeLink on Kubernetes.
+secretsprovider: passphrase
+config:
+  aws:region: eu-west-1
+  nativelink-juicefs:platform: aws
+  # Promoted from dev with `python -m components.promote dev prod`; do not edit by hand.
+  nativelink-juicefs:versions:
+{PROD_BLOCK_BEFORE}  # AWS placement; the ids are examples.
   nativelink-juicefs:aws:
     region: eu-west-1
     replicaRegion: eu-central-1
@@ -51,16 +55,6 @@ config:
   nativelink-juicefs:kubeconfig:
     secure: v1:AAABAFakeCiphertextForTestsOnly0000000000000000000000000000000000000000000000000000000
 # End of the prod stack file.
-"""
-
-PROD_BLOCK_BEFORE = """\
-    # The scheduler, CAS and worker image.
-    nativelink: ghcr.io/tracemachina/nativelink:v1.6.6   # first release with the new config format
-    juicefs: "juicedata/mount:ce-v1.4.1"
-    redis: redis:7.4.1-alpine
-    minio: minio/minio:RELEASE.2025-01-01T00-00-00Z
-    retired: alpine:3.20
-    busybox: busybox:1.36.1
 """
 
 # Dev's versions in prod's layout: same comments, same quoting, `retired` gone, the new key last.
@@ -171,14 +165,7 @@ def test_promotion_keeps_comments_order_and_quoting_inside_the_block(stacks: Pat
 def test_promoted_prod_file_is_still_valid_for_the_program(stacks: Path) -> None:
     run(stacks)
 
-    config = config_of(prod_text(stacks))
-    secret_keys = {f"{PROJECT}:{key}" for key in SECRET_KEYS}
-    raw = {
-        key.removeprefix(f"{PROJECT}:"): value
-        for key, value in config.items()
-        if key.startswith(f"{PROJECT}:") and key not in secret_keys
-    }
-    settings = parse_settings(raw)
+    settings = parse_settings(project_config(config_of(prod_text(stacks))))
     assert settings.versions.juicefs_csi_chart == "0.32.4"
     assert settings.versions.redis == "redis:7.4.2-alpine"
 
