@@ -94,7 +94,7 @@ DEV_TEXT = _DEV_BLOCK_RE.sub(lambda _: DEV_VERSIONS_BLOCK, DEV_TEXT, count=1)
 def stacks(tmp_path: Path) -> Path:
     """A project directory with temporary copies of the dev and prod stack files."""
     (tmp_path / "Pulumi.dev.yaml").write_text(DEV_TEXT, encoding="utf-8")
-    (tmp_path / "Pulumi.prod.yaml").write_text(PROD_BEFORE, encoding="utf-8")
+    write_prod(tmp_path, PROD_BEFORE)
     return tmp_path
 
 
@@ -109,8 +109,16 @@ def config_of(text: str) -> dict[str, Any]:
     return config
 
 
+def prod_file(directory: Path) -> Path:
+    return directory / "Pulumi.prod.yaml"
+
+
 def prod_text(directory: Path) -> str:
-    return (directory / "Pulumi.prod.yaml").read_text(encoding="utf-8")
+    return prod_file(directory).read_text(encoding="utf-8")
+
+
+def write_prod(directory: Path, text: str) -> None:
+    prod_file(directory).write_text(text, encoding="utf-8")
 
 
 def set_dev_version(directory: Path, line: str, replacement: str) -> None:
@@ -201,7 +209,7 @@ def test_a_missing_versions_block_in_the_destination_is_added(stacks: Path) -> N
     without = without.replace(
         "  # Promoted from dev with `python -m components.promote dev prod`; do not edit by hand.\n", ""
     )
-    (stacks / "Pulumi.prod.yaml").write_text(without, encoding="utf-8")
+    write_prod(stacks, without)
 
     assert run(stacks, "--check") == promote.EXIT_BEHIND
     assert run(stacks) == promote.EXIT_OK
@@ -215,7 +223,7 @@ def test_a_missing_versions_block_in_the_destination_is_added(stacks: Path) -> N
 
 def test_indentless_sequences_are_kept(stacks: Path) -> None:
     indentless = PROD_BEFORE.replace("      - subnet-", "    - subnet-")
-    (stacks / "Pulumi.prod.yaml").write_text(indentless, encoding="utf-8")
+    write_prod(stacks, indentless)
 
     assert run(stacks) == promote.EXIT_OK
     assert prod_text(stacks) == indentless.replace(PROD_BLOCK_BEFORE, PROD_BLOCK_AFTER)
@@ -225,7 +233,7 @@ def test_a_file_ruamel_cannot_reproduce_is_refused_not_reformatted(
     stacks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     odd = PROD_BEFORE.replace("    encrypt: true\n", "    encrypt:    true\n")
-    (stacks / "Pulumi.prod.yaml").write_text(odd, encoding="utf-8")
+    write_prod(stacks, odd)
 
     assert run(stacks) == promote.EXIT_REFUSED
     assert prod_text(stacks) == odd
@@ -233,7 +241,7 @@ def test_a_file_ruamel_cannot_reproduce_is_refused_not_reformatted(
 
 
 def test_file_permissions_are_kept(stacks: Path) -> None:
-    path = stacks / "Pulumi.prod.yaml"
+    path = prod_file(stacks)
     path.chmod(0o640)
     run(stacks)
     assert path.stat().st_mode & 0o777 == 0o640
@@ -244,12 +252,12 @@ def test_file_permissions_are_kept(stacks: Path) -> None:
 
 
 def test_check_fails_when_prod_is_behind_and_writes_nothing(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = (stacks / "Pulumi.prod.yaml").stat()
+    before = prod_file(stacks).stat()
 
     assert run(stacks, "--check") == promote.EXIT_BEHIND
 
     assert prod_text(stacks) == PROD_BEFORE
-    assert (stacks / "Pulumi.prod.yaml").stat().st_mtime_ns == before.st_mtime_ns
+    assert prod_file(stacks).stat().st_mtime_ns == before.st_mtime_ns
     out = capsys.readouterr().out
     assert out.startswith("prod is behind dev on 8 version key(s):\n")
     assert "  nativelink-juicefs:versions.redis: prod has 'redis:7.4.1-alpine'; dev has 'redis:7.4.2-alpine'\n" in out
@@ -271,7 +279,7 @@ def test_check_passes_after_promotion(stacks: Path, capsys: pytest.CaptureFixtur
 def test_check_ignores_key_order_and_quoting(stacks: Path) -> None:
     same = PROD_BEFORE.replace(PROD_BLOCK_BEFORE, "".join(reversed(DEV_VERSIONS_BLOCK.splitlines(True)[1:])))
     same = same.replace("busybox: busybox:1.37.0", "busybox: 'busybox:1.37.0'")
-    (stacks / "Pulumi.prod.yaml").write_text(same, encoding="utf-8")
+    write_prod(stacks, same)
 
     assert run(stacks, "--check") == promote.EXIT_OK
     assert run(stacks) == promote.EXIT_OK
@@ -406,7 +414,7 @@ def test_version_drift_lists_changed_missing_and_extra_keys() -> None:
 
 
 def test_apply_versions_does_not_write(stacks: Path) -> None:
-    destination = promote.load_stack_file(stacks / "Pulumi.prod.yaml")
+    destination = promote.load_stack_file(prod_file(stacks))
     source = promote.load_stack_file(stacks / "Pulumi.dev.yaml")
     versions = promote.validate_versions(promote.read_versions(source), "Pulumi.dev.yaml")
 
@@ -448,11 +456,10 @@ def test_without_versions_block_helper() -> None:
     )
 
 
-@pytest.mark.skipif(not (ROOT / "Pulumi.prod.yaml").exists(), reason="no Pulumi.prod.yaml in this checkout yet")
 def test_the_real_prod_file_can_be_promoted_without_collateral_changes(tmp_path: Path) -> None:
     dev_text = (ROOT / "Pulumi.dev.yaml").read_text(encoding="utf-8")
     (tmp_path / "Pulumi.dev.yaml").write_text(dev_text, encoding="utf-8")
-    shutil.copy(ROOT / "Pulumi.prod.yaml", tmp_path / "Pulumi.prod.yaml")
+    shutil.copy(prod_file(ROOT), prod_file(tmp_path))
     before = prod_text(tmp_path)
 
     assert run(tmp_path) == promote.EXIT_OK
