@@ -386,7 +386,7 @@ def test_plain_exports(mocks: RecordingMocks) -> None:
     exports = resolve_exports(build(mocks, stack_settings("dev")))
     values = {key: value for key, (_, value) in exports.items()}
     assert {key: values[key] for key in ("bazelFlags", "casEndpoint", "schedulerEndpoint")} == {
-        "bazelFlags": "--remote_cache=grpc://127.0.0.1:50051 --remote_executor=grpc://127.0.0.1:50052",
+        "bazelFlags": "--remote_executor=grpc://127.0.0.1:50052 --remote_cache=grpc://127.0.0.1:50051",
         "casEndpoint": "grpc://127.0.0.1:50051",
         "schedulerEndpoint": "grpc://127.0.0.1:50052",
     }
