@@ -14,7 +14,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components.aws.common import kms_key
+from components.aws.common import kms_key, require_aws_settings
 from components.juicefs.commands import postgres_meta_url, redis_meta_url
 from components.settings import AwsSettings, ConfigError, Settings
 
@@ -95,9 +95,7 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:metadata:ElastiCache", name, None, opts)
-        aws_settings = settings.aws
-        if aws_settings is None:
-            raise ValueError("ElastiCacheMetadataEngine needs aws settings")
+        aws_settings = require_aws_settings(settings, "ElastiCacheMetadataEngine")
         cache = aws_settings.elasticache
         region = aws_settings.region
         tls = aws_settings.metadata_tls
@@ -178,9 +176,7 @@ class RdsMetadataEngine(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:metadata:RdsPostgres", name, None, opts)
-        aws_settings = settings.aws
-        if aws_settings is None:
-            raise ValueError("RdsMetadataEngine needs aws settings")
+        aws_settings = require_aws_settings(settings, "RdsMetadataEngine")
         rds = aws_settings.rds
         region = aws_settings.region
         tls = aws_settings.metadata_tls

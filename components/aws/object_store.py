@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.common import kms_key, policy_json, service_trust_policy
+from components.aws.common import kms_key, policy_json, require_aws_settings, service_trust_policy
 from components.aws.juicefs_access import JuiceFsS3Access
 from components.juicefs.commands import StorageType, s3_bucket_url
 
@@ -171,9 +171,7 @@ def replication_policy(
 
 
 def replica_bucket_name(settings: Settings) -> str:
-    aws_settings = settings.aws
-    if aws_settings is None:
-        raise ValueError("replica_bucket_name needs aws settings")
+    aws_settings = require_aws_settings(settings, "replica_bucket_name")
     if aws_settings.replica_bucket_name is not None:
         return aws_settings.replica_bucket_name
     return f"{settings.juicefs.bucket_name}-{aws_settings.replica_region}"[:63].rstrip("-.")
@@ -193,9 +191,7 @@ class S3ObjectStore(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:storage:S3ObjectStore", name, None, opts)
-        aws_settings = settings.aws
-        if aws_settings is None:
-            raise ValueError("S3ObjectStore needs aws settings")
+        aws_settings = require_aws_settings(settings, "S3ObjectStore")
         region, replica_region = aws_settings.region, aws_settings.replica_region
 
         primary = _hardened_bucket(f"{name}-primary", settings.juicefs.bucket_name, region, aws_settings, self)
