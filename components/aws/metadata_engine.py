@@ -8,6 +8,8 @@ from the Kubernetes nodes' security group, where the JuiceFS mount pods and the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -60,16 +62,36 @@ def load_ca_bundle(relative_path: str) -> str:
     return pem
 
 
-def _private_security_group(
-    name: str, port: int, what: str, aws_settings: AwsSettings, parent: pulumi.Resource
-) -> aws.ec2.SecurityGroup:
-    """A security group admitting `port` from the nodes' group and nothing else (no egress either)."""
+@dataclass(frozen=True)
+class PrivateNetwork:
+    """Where a metadata engine sits: its subnet group, and the security group admitting only the nodes."""
+
+    subnet_group_name: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+
+
+def _private_network(
+    name: str,
+    what: str,
+    port: int,
+    subnet_group: Callable[..., aws.elasticache.SubnetGroup | aws.rds.SubnetGroup],
+    aws_settings: AwsSettings,
+    parent: pulumi.Resource,
+) -> PrivateNetwork:
+    """A `subnet_group` over aws.subnetIds, and a security group admitting `port` from the nodes' group.
+
+    The security group admits nothing else and has no egress rule.
+    """
     child = pulumi.ResourceOptions(parent=parent)
+    region = aws_settings.region
+    subnets = subnet_group(
+        f"{name}-subnets", description=what, subnet_ids=aws_settings.subnet_ids, region=region, opts=child
+    )
     group = aws.ec2.SecurityGroup(
         f"{name}-sg",
         description=f"{what}: port {port} from the Kubernetes nodes only",
         vpc_id=aws_settings.vpc_id,
-        region=aws_settings.region,
+        region=region,
         opts=child,
     )
     aws.vpc.SecurityGroupIngressRule(
@@ -80,10 +102,10 @@ def _private_security_group(
         ip_protocol="tcp",
         from_port=port,
         to_port=port,
-        region=aws_settings.region,
+        region=region,
         opts=child,
     )
-    return group
+    return PrivateNetwork(subnet_group_name=subnets.name, security_group_id=group.id)
 
 
 class ElastiCacheMetadataEngine(pulumi.ComponentResource):
@@ -112,14 +134,9 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             region=region,
             opts=child,
         )
-        subnets = aws.elasticache.SubnetGroup(
-            f"{name}-subnets",
-            description="JuiceFS metadata (ElastiCache)",
-            subnet_ids=aws_settings.subnet_ids,
-            region=region,
-            opts=child,
+        network = _private_network(
+            name, "JuiceFS metadata (ElastiCache)", REDIS_PORT, aws.elasticache.SubnetGroup, aws_settings, self
         )
-        group = _private_security_group(name, REDIS_PORT, "JuiceFS metadata (ElastiCache)", aws_settings, self)
 
         # ElastiCache AUTH tokens: 16-128 printable characters without @, " or /; letters and digits only.
         token = random.RandomPassword(f"{name}-auth-token", length=64, special=False, opts=child)
@@ -142,8 +159,8 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             at_rest_encryption_enabled=True,
             kms_key_id=key.arn,
             parameter_group_name=parameters.name,
-            subnet_group_name=subnets.name,
-            security_group_ids=[group.id],
+            subnet_group_name=network.subnet_group_name,
+            security_group_ids=[network.security_group_id],
             snapshot_retention_limit=cache.snapshot_retention_days,
             final_snapshot_identifier=_final_snapshot_name("redis"),
             auto_minor_version_upgrade=True,
@@ -193,14 +210,9 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             region=region,
             opts=child,
         )
-        subnets = aws.rds.SubnetGroup(
-            f"{name}-subnets",
-            description="JuiceFS metadata (RDS)",
-            subnet_ids=aws_settings.subnet_ids,
-            region=region,
-            opts=child,
+        network = _private_network(
+            name, "JuiceFS metadata (RDS)", POSTGRES_PORT, aws.rds.SubnetGroup, aws_settings, self
         )
-        group = _private_security_group(name, POSTGRES_PORT, "JuiceFS metadata (RDS)", aws_settings, self)
 
         # Letters and digits: RDS refuses /, @, " and spaces, and URLs need no escaping.
         password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
@@ -221,8 +233,8 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             port=POSTGRES_PORT,
             multi_az=True,
             publicly_accessible=False,
-            db_subnet_group_name=subnets.name,
-            vpc_security_group_ids=[group.id],
+            db_subnet_group_name=network.subnet_group_name,
+            vpc_security_group_ids=[network.security_group_id],
             parameter_group_name=parameters.name,
             ca_cert_identifier=RDS_CA_CERT_IDENTIFIER,
             backup_retention_period=rds.backup_retention_days,
