@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_random as random
 
 from components.aws.common import kms_key, require_aws_settings
 from components.juicefs.commands import postgres_meta_url, redis_meta_url
+from components.passwords import generated_password
 from components.settings import AwsSettings, ConfigError, Settings
 
 REDIS_PORT = 6379
@@ -138,10 +138,8 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             name, "JuiceFS metadata (ElastiCache)", REDIS_PORT, aws.elasticache.SubnetGroup, aws_settings, self
         )
 
-        # ElastiCache AUTH tokens: 16-128 printable characters without @, " or /; letters and digits only.
-        token = random.RandomPassword(f"{name}-auth-token", length=64, special=False, opts=child)
-        secret_token: pulumi.Output[str] = pulumi.Output.secret(token.result)
-        auth_token = secret_token if tls else None
+        # ElastiCache AUTH tokens: 16-128 printable characters without @, " or /.
+        token = generated_password(f"{name}-auth-token", length=64, parent=self)
         replication_group = aws.elasticache.ReplicationGroup(
             f"{name}-redis",
             description="JuiceFS metadata for NativeLink's CAS",
@@ -154,7 +152,7 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             multi_az_enabled=True,
             transit_encryption_enabled=tls,
             transit_encryption_mode="required" if tls else None,
-            auth_token=auth_token,
+            auth_token=token if tls else None,
             auth_token_update_strategy="ROTATE" if tls else None,
             at_rest_encryption_enabled=True,
             kms_key_id=key.arn,
@@ -177,7 +175,7 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             )
         )
         # No AUTH without TLS on ElastiCache; an empty password means "none".
-        self.meta_password = pulumi.Output.secret(token.result if tls else "")
+        self.meta_password = token if tls else pulumi.Output.secret("")
         self.ca_bundle_pem: str | None = None
         self.register_outputs({"metaUrl": self.meta_url, "primaryEndpoint": self.primary_endpoint})
 
@@ -214,9 +212,8 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             name, "JuiceFS metadata (RDS)", POSTGRES_PORT, aws.rds.SubnetGroup, aws_settings, self
         )
 
-        # Letters and digits: RDS refuses /, @, " and spaces, and URLs need no escaping.
-        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
-        secret_password: pulumi.Output[str] = pulumi.Output.secret(password.result)
+        # RDS refuses /, @, " and spaces in passwords, and URLs need no escaping.
+        password = generated_password(f"{name}-password", length=40, parent=self)
         instance = aws.rds.Instance(
             f"{name}-postgres",
             engine="postgres",
@@ -229,7 +226,7 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             kms_key_id=key.arn,
             db_name=rds.database_name,
             username=rds.username,
-            password=secret_password,
+            password=password,
             port=POSTGRES_PORT,
             multi_az=True,
             publicly_accessible=False,
@@ -262,5 +259,5 @@ class RdsMetadataEngine(pulumi.ComponentResource):
                 )
             )
         )
-        self.meta_password = secret_password
+        self.meta_password = password
         self.register_outputs({"metaUrl": self.meta_url, "address": self.address})
