@@ -550,6 +550,14 @@ def test_side_resources_of_another_bucket_do_not_count() -> None:
 # ---- the wire names the policies read are the SDKs' own
 
 
+def sdk_pod(app: str, container: k8s.core.v1.ContainerArgs) -> dict[str, Any]:
+    """The selector and pod template of a one-container workload spec, as SDK Args."""
+    return {
+        "selector": k8s.meta.v1.LabelSelectorArgs(match_labels={"app": app}),
+        "template": k8s.core.v1.PodTemplateSpecArgs(spec=k8s.core.v1.PodSpecArgs(containers=[container])),
+    }
+
+
 def record_program(mocks: RecordingMocks, program: Callable[[Callable[..., pulumi.ResourceOptions]], None]) -> None:
     """Run `program` under the mocks; it passes `opts(...)` to each resource so its options are recorded."""
 
@@ -602,18 +610,8 @@ def test_policies_pass_on_good_resources_built_with_the_sdks(mocks: RecordingMoc
         env = k8s.core.v1.EnvVarArgs(
             name="META_PASSWORD", value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=secret_ref)
         )
-        k8s.apps.v1.StatefulSet(
-            "good-sts",
-            spec=k8s.apps.v1.StatefulSetSpecArgs(
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "cas"}),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    spec=k8s.core.v1.PodSpecArgs(
-                        containers=[k8s.core.v1.ContainerArgs(name="cas", image="nativelink:v1.6.6", env=[env])]
-                    )
-                ),
-            ),
-            opts=opts(),
-        )
+        cas = k8s.core.v1.ContainerArgs(name="cas", image="nativelink:v1.6.6", env=[env])
+        k8s.apps.v1.StatefulSet("good-sts", spec=k8s.apps.v1.StatefulSetSpecArgs(**sdk_pod("cas", cas)), opts=opts())
         k8s.core.v1.Service(
             "good-svc",
             spec=k8s.core.v1.ServiceSpecArgs(
@@ -642,18 +640,8 @@ def test_policies_flag_bad_resources_built_with_the_sdks(mocks: RecordingMocks) 
         aws.elasticache.ReplicationGroup("bad-rg", description="d", transit_encryption_enabled=False, opts=opts())
         aws.rds.Instance("bad-db", instance_class="db.t4g.micro", publicly_accessible=True, opts=opts())
         token = k8s.core.v1.EnvVarArgs(name="TOKEN", value="t")
-        k8s.apps.v1.Deployment(
-            "bad-deploy",
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "w"}),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    spec=k8s.core.v1.PodSpecArgs(
-                        containers=[k8s.core.v1.ContainerArgs(name="w", image="nativelink:latest", env=[token])]
-                    )
-                ),
-            ),
-            opts=opts(),
-        )
+        worker = k8s.core.v1.ContainerArgs(name="w", image="nativelink:latest", env=[token])
+        k8s.apps.v1.Deployment("bad-deploy", spec=k8s.apps.v1.DeploymentSpecArgs(**sdk_pod("w", worker)), opts=opts())
         k8s.core.v1.Service(
             "bad-svc",
             spec=k8s.core.v1.ServiceSpecArgs(type="NodePort", ports=[k8s.core.v1.ServicePortArgs(port=50061)]),
