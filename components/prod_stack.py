@@ -13,6 +13,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.aws.common import require_aws_settings
 from components.aws.metadata_engine import (
     RDS_CA_DIR,
     RDS_CA_FILE,
@@ -32,9 +33,7 @@ def build_prod_stack(
     settings: Settings, secrets: StackSecrets, opts: pulumi.ResourceOptions | None = None
 ) -> dict[str, Any]:
     """Register every prod resource; returns the stack outputs."""
-    aws_settings = settings.aws
-    if aws_settings is None:
-        raise ValueError("build_prod_stack needs aws settings")
+    aws_settings = require_aws_settings(settings, "build_prod_stack")
     # Everything checkable without the cloud fails here, before any resource is registered.
     check_encryption_secrets(settings, secrets)
     base = opts or pulumi.ResourceOptions()

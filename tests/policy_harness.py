@@ -202,6 +202,11 @@ def recorded_stack(mocks: RecordingMocks) -> StackValidationArgs:
     return StackValidationArgs(resources)
 
 
+def messages(found: Iterable[Violation]) -> str:
+    """The violations, one line each, for an assertion message."""
+    return "\n".join(f"{v.policy}: {v.resource_name}: {v.message}" for v in found)
+
+
 def violations(policies: Iterable[Policy], mocks: RecordingMocks) -> list[Violation]:
     """What `pulumi preview --policy-pack policy` would report for the resources the mocks recorded."""
     return run_all(policies, [recorded_args(record) for record in mocks.resources], recorded_stack(mocks))

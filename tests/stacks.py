@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,22 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_CA_BUNDLE = "tests/fixtures/test-ca-bundle.pem"
 
 
-def stack_config(stack: str) -> dict[str, Any]:
-    """Pulumi.<stack>.yaml's plain project config, keyed without the `nativelink-juicefs:` prefix."""
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+def project_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stack file's `config:` as the program reads it: the project's plain keys, without the prefix.
+
+    Secret keys are left out; they reach the program through StackSecrets.
+    """
     prefix = f"{PROJECT}:"
     return {
         key.removeprefix(prefix): value
-        for key, value in document["config"].items()
+        for key, value in config.items()
         if key.startswith(prefix) and key.removeprefix(prefix) not in SECRET_KEYS
     }
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """Pulumi.<stack>.yaml's plain project config, keyed without the `nativelink-juicefs:` prefix."""
+    return project_config(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
 
 
 def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -41,10 +50,17 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def stack_settings(stack: str, **overrides: Any) -> Settings:
+    """The stack's settings with `overrides` merged in; prod gets the throwaway RDS CA bundle."""
     raw = stack_config(stack)
     if stack == "prod":
         raw = merged(raw, {"aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}})
     return parse_settings(merged(raw, overrides))
+
+
+def run_program(program: Callable[[], Any]) -> None:
+    """Run `program` as the Pulumi program under the mocks and wait until all it registers is registered."""
+    settle: Callable[[Callable[[], Any]], Callable[[], None]] = pulumi.runtime.test
+    settle(program)()
 
 
 def build(
@@ -53,7 +69,6 @@ def build(
     """Register the whole stack, as `__main__.py` does, and wait until every resource is registered."""
     exports: dict[str, pulumi.Output[Any]] = {}
 
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[list[Any]]:
         built = build_stack(
             settings, secrets or StackSecrets(), pulumi.ResourceOptions(transformations=[mocks.transformation])
@@ -61,7 +76,7 @@ def build(
         exports.update({key: pulumi.Output.from_input(value) for key, value in built.items()})
         return pulumi.Output.all(*exports.values())
 
-    program()
+    run_program(program)
     return exports
 
 
@@ -72,3 +87,12 @@ def build_fresh(settings: Settings, secrets: StackSecrets | None = None) -> Reco
     pulumi.runtime.set_mocks(mocks, project="nativelink-juicefs", stack="test", preview=False)
     build(mocks, settings, secrets)
     return mocks
+
+
+def resolve_exports(exports: Mapping[str, pulumi.Output[Any]]) -> dict[str, tuple[bool, Any]]:
+    """Each stack output as (is secret, resolved value)."""
+
+    async def resolve() -> dict[str, tuple[bool, Any]]:
+        return {key: (await output.is_secret(), await output.future()) for key, output in exports.items()}
+
+    return asyncio.get_event_loop().run_until_complete(resolve())

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import json5
-import pulumi
 import pytest
-import yaml
 
-from components.dev_stack import build_dev_stack
 from components.docker.juicefs_volume import MOUNTPOINT
 from components.juicefs.commands import mount_healthcheck
 from components.nativelink import layout
 from components.nativelink.render import Endpoints, render_cluster
-from components.settings import PROJECT, WORKER_API_PORT, Settings, parse_settings
+from components.settings import WORKER_API_PORT
 from tests.mocks import RecordingMocks, image_id, is_secret, plaintext_strings, reveal
+from tests.stacks import build, build_fresh, resolve_exports, stack_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from tests.mocks import Recorded
 
-ROOT = Path(__file__).resolve().parent.parent
 CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
 NETWORK = "docker:index/network:Network"
@@ -50,57 +43,6 @@ NATIVELINK = (
 )
 
 
-# Runs a program function under the mocks and waits for every outstanding registration (untyped in the SDK).
-settle: Callable[[Callable[[], Any]], Callable[[], None]] = pulumi.runtime.test
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = _merge(merged.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
-
-
-def dev_raw_config() -> dict[str, Any]:
-    """The dev stack's config as the program reads it: top-level keys without the project prefix."""
-    config = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    prefix = f"{PROJECT}:"
-    return {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
-
-
-def dev_settings(**overrides: Any) -> Settings:
-    return parse_settings(_merge(dev_raw_config(), overrides))
-
-
-def build(mocks: RecordingMocks, settings: Settings) -> dict[str, pulumi.Output[Any]]:
-    """Build the dev stack and wait until every resource is registered."""
-    exports: dict[str, pulumi.Output[Any]] = {}
-
-    def run() -> pulumi.Output[list[Any]]:
-        exports.update(build_dev_stack(settings, pulumi.ResourceOptions(transformations=[mocks.transformation])))
-        return pulumi.Output.all(*exports.values())
-
-    settle(run)()
-    return exports
-
-
-def rebuild(settings: Settings) -> RecordingMocks:
-    """A second build in the same test, on a fresh root stack and fresh mocks."""
-    pulumi.runtime.reset_options()
-    again = RecordingMocks()
-    pulumi.runtime.set_mocks(again, project="nativelink-juicefs", stack="test", preview=False)
-    build(again, settings)
-    return again
-
-
-def resolve(output: pulumi.Output[Any]) -> Any:
-    return asyncio.get_event_loop().run_until_complete(output.future())
-
-
-def secret(output: pulumi.Output[Any]) -> bool:
-    return asyncio.get_event_loop().run_until_complete(output.is_secret())
-
-
 def container(mocks: RecordingMocks, name: str) -> dict[str, Any]:
     """A container's recorded inputs, with secret values revealed."""
     inputs: dict[str, Any] = reveal(mocks.one(CONTAINER, name).inputs)
@@ -113,7 +55,7 @@ def dependency_names(record: Recorded) -> set[str]:
 
 @pytest.fixture
 def dev(mocks: RecordingMocks) -> RecordingMocks:
-    build(mocks, dev_settings())
+    build(mocks, stack_settings("dev"))
     return mocks
 
 
@@ -143,7 +85,7 @@ def test_every_resource_is_parented_by_a_component_whose_name_it_extends(dev: Re
 
 
 def test_images_are_the_pinned_versions_and_kept_locally(dev: RecordingMocks) -> None:
-    versions = dev_settings().versions
+    versions = stack_settings("dev").versions
     images = {r.inputs["name"]: r.inputs["keepLocally"] for r in dev.of_type(IMAGE)}
     assert images == {ref: True for ref in versions.model_dump(exclude={"juicefs_csi_chart"}).values()}
 
@@ -184,7 +126,7 @@ def test_published_ports_are_on_loopback_only(dev: RecordingMocks) -> None:
 
 
 def test_minio_console_is_published_on_loopback_only_when_asked(mocks: RecordingMocks) -> None:
-    build(mocks, dev_settings(docker={"ports": {"minioConsole": 9101}}))
+    build(mocks, stack_settings("dev", docker={"ports": {"minioConsole": 9101}}))
     assert container(mocks, "nativelink-minio-server")["ports"] == [
         {"internal": 9001, "external": 9101, "ip": "127.0.0.1"}
     ]
@@ -305,7 +247,7 @@ def test_workers_wait_for_a_healthy_scheduler(dev: RecordingMocks) -> None:
 
 
 def test_workers_run_the_nativelink_binary_inside_the_toolchain_image(dev: RecordingMocks) -> None:
-    versions = dev_settings().versions
+    versions = stack_settings("dev").versions
     for name in ("nativelink-cas", "nativelink-scheduler"):
         assert container(dev, name)["image"] == image_id(versions.nativelink)
         assert "entrypoints" not in container(dev, name)
@@ -338,7 +280,7 @@ def test_each_worker_has_its_own_volume_at_the_worker_root(dev: RecordingMocks) 
 
 def test_uploaded_configs_are_the_rendered_ones(dev: RecordingMocks) -> None:
     configs = render_cluster(
-        dev_settings(), Endpoints(cas_host="nativelink-cas", scheduler_host="nativelink-scheduler")
+        stack_settings("dev"), Endpoints(cas_host="nativelink-cas", scheduler_host="nativelink-scheduler")
     )
     expected = {
         "nativelink-cas": configs.cas_server.to_json(),
@@ -353,7 +295,7 @@ def test_uploaded_configs_are_the_rendered_ones(dev: RecordingMocks) -> None:
 
 
 def test_worker_count_defaults_to_three(dev: RecordingMocks) -> None:
-    assert dev_settings().workers.count == 3
+    assert stack_settings("dev").workers.count == 3
     assert len([r for r in dev.of_type(CONTAINER) if WORKER.match(r.name)]) == 3
 
 
@@ -361,7 +303,7 @@ def test_changing_the_worker_count_changes_only_workers(dev: RecordingMocks) -> 
     def inputs_by_key(records: list[Recorded]) -> dict[tuple[str, str], Any]:
         return {(r.typ, r.name): r.inputs for r in records}
 
-    five = rebuild(dev_settings(workers={"count": 5}))
+    five = build_fresh(stack_settings("dev", workers={"count": 5}))
     before = inputs_by_key(dev.resources)
     after = inputs_by_key(five.resources)
     assert {k: v for k, v in before.items() if not WORKER.match(k[1])} == {
@@ -422,27 +364,31 @@ def test_bucket_job_takes_its_endpoint_from_the_environment(dev: RecordingMocks)
 
 
 def test_secret_exports_are_secret(mocks: RecordingMocks) -> None:
-    exports = build(mocks, dev_settings())
+    exports = resolve_exports(build(mocks, stack_settings("dev")))
     for key in ("juicefsMetaUrl", "minioRootUser", "minioRootPassword"):
-        assert secret(exports[key]), key
-    assert resolve(exports["juicefsMetaUrl"]) == "redis://nativelink-redis-server:6379/1"
+        secret, _ = exports[key]
+        assert secret, key
+    _, meta_url = exports["juicefsMetaUrl"]
+    assert meta_url == "redis://nativelink-redis-server:6379/1"
 
 
 def test_plain_exports(mocks: RecordingMocks) -> None:
-    exports = build(mocks, dev_settings())
-    assert {key: resolve(exports[key]) for key in ("bazelFlags", "casEndpoint", "schedulerEndpoint")} == {
-        "bazelFlags": "--remote_cache=grpc://127.0.0.1:50051 --remote_executor=grpc://127.0.0.1:50052",
+    exports = resolve_exports(build(mocks, stack_settings("dev")))
+    values = {key: value for key, (_, value) in exports.items()}
+    assert {key: values[key] for key in ("bazelFlags", "casEndpoint", "schedulerEndpoint")} == {
+        "bazelFlags": "--remote_executor=grpc://127.0.0.1:50052 --remote_cache=grpc://127.0.0.1:50051",
         "casEndpoint": "grpc://127.0.0.1:50051",
         "schedulerEndpoint": "grpc://127.0.0.1:50052",
     }
-    assert resolve(exports["juicefsVolume"]) == "nativelink-cas"
-    assert resolve(exports["juicefsMountPath"]) == "/var/lib/nativelink-juicefs/jfs"
-    assert not secret(exports["bazelFlags"])
+    assert values["juicefsVolume"] == "nativelink-cas"
+    assert values["juicefsMountPath"] == "/var/lib/nativelink-juicefs/jfs"
+    secret, _ = exports["bazelFlags"]
+    assert not secret
 
 
 def test_bazel_flags_carry_the_instance_name(mocks: RecordingMocks) -> None:
-    exports = build(mocks, dev_settings(nativelink={"instanceName": "main"}))
-    assert resolve(exports["bazelFlags"]).endswith(" --remote_instance_name=main")
+    _, flags = resolve_exports(build(mocks, stack_settings("dev", nativelink={"instanceName": "main"})))["bazelFlags"]
+    assert flags.endswith(" --remote_instance_name=main")
 
 
 def test_state_volumes_are_retained_by_default(dev: RecordingMocks) -> None:
@@ -456,6 +402,6 @@ def test_state_volumes_are_retained_by_default(dev: RecordingMocks) -> None:
 
 
 def test_wipe_deletes_state_volumes(mocks: RecordingMocks) -> None:
-    build(mocks, dev_settings(docker={"wipeVolumesOnDestroy": True}))
+    build(mocks, stack_settings("dev", docker={"wipeVolumesOnDestroy": True}))
     for name in STATE_VOLUMES:
         assert not mocks.one(VOLUME, name).retain_on_delete, name

@@ -24,12 +24,11 @@ from components.juicefs.commands import (
     redis_meta_url,
     s3_bucket_url,
 )
-from components.settings import parse_settings
-from tests.test_settings import dev_config
+from tests.stacks import stack_settings
 
 
 def options(encrypt: bool = False) -> FormatOptions:
-    settings = parse_settings(dev_config()).juicefs.model_copy(update={"encrypt": encrypt})
+    settings = stack_settings("dev").juicefs.model_copy(update={"encrypt": encrypt})
     return FormatOptions.from_settings(settings, "minio", minio_bucket_url("minio", 9000, "nativelink-cas"), "/k.pem")
 
 

@@ -21,15 +21,15 @@ from components.nativelink.render import (
 )
 from components.nativelink.rules import check_configs, filesystem_stores
 from components.nativelink.schema import CasConfig
-from components.settings import Settings, parse_settings
-from tests.test_settings import dev_config, with_value
+from components.settings import Settings
+from tests.stacks import stack_settings
 
 ENDPOINTS = Endpoints(cas_host="nativelink-cas", scheduler_host="nativelink-scheduler")
 
 
 @pytest.fixture
 def settings() -> Settings:
-    return parse_settings(dev_config())
+    return stack_settings("dev")
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_each_config_parses_as_json5_and_round_trips_through_the_schema(configs:
 
 def test_rendering_is_deterministic(settings: Settings) -> None:
     first = render_cluster(settings, ENDPOINTS)
-    second = render_cluster(parse_settings(dev_config()), ENDPOINTS)
+    second = render_cluster(stack_settings("dev"), ENDPOINTS)
     for process, config in processes(first).items():
         assert config.to_json() == processes(second)[process].to_json()
 
@@ -184,7 +184,7 @@ def test_ac_entries_are_checked_against_the_cas(configs: ClusterConfigs) -> None
 
 
 def test_platform_properties_reach_worker_and_scheduler() -> None:
-    settings = parse_settings(with_value(dev_config(), "workers.platformProperties", {"ISA": ["x86-64"]}))
+    settings = stack_settings("dev", workers={"platformProperties": {"ISA": ["x86-64"]}})
     configs = render_cluster(settings, ENDPOINTS)
     local = as_dict(configs.worker)["workers"][0]["local"]
     assert local["platform_properties"] == {"ISA": {"values": ["x86-64"]}, "cpu_count": {"query_cmd": "nproc"}}
@@ -193,7 +193,7 @@ def test_platform_properties_reach_worker_and_scheduler() -> None:
 
 
 def test_instance_name_is_used_everywhere() -> None:
-    settings = parse_settings(with_value(dev_config(), "nativelink.instanceName", "main"))
+    settings = stack_settings("dev", nativelink={"instanceName": "main"})
     configs = render_cluster(settings, ENDPOINTS)
     text = "".join(config.to_json() for config in processes(configs).values())
     assert '"instance_name": ""' not in text

@@ -31,22 +31,28 @@ from components.settings import _IMAGE_RE, FLOATING_TAGS, WORKER_API_PORT, _pinn
 from tests.mocks import RecordingMocks, is_secret, reveal
 from tests.policy_harness import (
     Violation,
+    messages,
     policy_resource,
     recorded_args,
     resource_args,
     run,
     violations,
 )
-from tests.test_dev_stack import CONTAINER, IMAGE, build, dev_settings, settle
+from tests.stacks import build, run_program, stack_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "policy"
 BY_NAME = {policy.name: policy for policy in pack.POLICIES}
 DIGEST = "sha256:" + "ab" * 32
-
-
-def messages(found: list[Violation]) -> str:
-    return "\n".join(f"{v.policy}: {v.resource_name}: {v.message}" for v in found)
+RG = pack.REPLICATION_GROUP
+RDS = pack.RDS_INSTANCE
+DOCKER = pack.DOCKER_CONTAINER
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+CRONJOB = "kubernetes:batch/v1:CronJob"
+SERVICE = pack.K8S_SERVICE
+INGRESS = pack.K8S_INGRESS
+CONFIG_MAP = pack.K8S_CONFIG_MAP
+REMOTE_IMAGE = pack.DOCKER_REMOTE_IMAGE
 
 
 # ---- the pack's files and entry point
@@ -137,23 +143,21 @@ def test_image_verdicts_match_the_settings(ref: str) -> None:
 
 @pytest.fixture
 def dev(mocks: RecordingMocks) -> RecordingMocks:
-    build(mocks, dev_settings())
+    build(mocks, stack_settings("dev"))
     return mocks
 
 
-def test_dev_stack_passes_every_policy(dev: RecordingMocks) -> None:
-    found = violations(pack.POLICIES, dev)
-    assert not found, messages(found)
-
-
-def test_dev_stack_with_the_minio_console_passes_every_policy(mocks: RecordingMocks) -> None:
-    build(mocks, dev_settings(docker={"ports": {"minioConsole": 9101}}))
+@pytest.mark.parametrize(
+    "overrides", [{}, {"docker": {"ports": {"minioConsole": 9101}}}], ids=["as-configured", "minio-console"]
+)
+def test_dev_stack_passes_every_policy(mocks: RecordingMocks, overrides: dict[str, Any]) -> None:
+    build(mocks, stack_settings("dev", **overrides))
     found = violations(pack.POLICIES, mocks)
     assert not found, messages(found)
 
 
 def test_policies_see_dev_secrets_in_plaintext_as_under_the_engine(dev: RecordingMocks) -> None:
-    record = dev.one(CONTAINER, "nativelink-juicefs-mount")
+    record = dev.one(DOCKER, "nativelink-juicefs-mount")
     assert is_secret(record.inputs["envs"])
     props = recorded_args(record).props
     assert [entry.split("=", 1)[0] for entry in props["envs"]] == ["META_PASSWORD", "ACCESS_KEY", "SECRET_KEY"]
@@ -163,7 +167,7 @@ def test_policies_see_dev_secrets_in_plaintext_as_under_the_engine(dev: Recordin
 def test_dev_envs_with_credentials_are_secret_inputs_and_declared(dev: RecordingMocks) -> None:
     """What the policy cannot see (secretness of inputs) checked where it can be: under the mocks."""
     carrying = {}
-    for record in dev.of_type(CONTAINER):
+    for record in dev.of_type(DOCKER):
         envs: Any = record.inputs.get("envs")
         names = pack.docker_secret_envs(reveal(envs))
         if not names:
@@ -182,7 +186,7 @@ def test_dev_envs_with_credentials_are_secret_inputs_and_declared(dev: Recording
 
 
 def test_dev_container_without_the_declaration_is_flagged_without_its_values(dev: RecordingMocks) -> None:
-    record = dev.one(CONTAINER, "nativelink-juicefs-mount")
+    record = dev.one(DOCKER, "nativelink-juicefs-mount")
     assert record.opts is not None
     record.opts.additional_secret_outputs = None
     (violation,) = run(BY_NAME["no-plaintext-secrets"], recorded_args(record))
@@ -192,7 +196,7 @@ def test_dev_container_without_the_declaration_is_flagged_without_its_values(dev
 
 
 def test_dev_scheduler_published_beyond_loopback_is_flagged(dev: RecordingMocks) -> None:
-    record = dev.one(CONTAINER, "nativelink-scheduler")
+    record = dev.one(DOCKER, "nativelink-scheduler")
     inputs = reveal(record.inputs)
     for ip in (None, "0.0.0.0", "::"):
         port = {"internal": layout.SCHEDULER_PORT, "external": 50052}
@@ -202,7 +206,7 @@ def test_dev_scheduler_published_beyond_loopback_is_flagged(dev: RecordingMocks)
 
 
 def test_dev_scheduler_publishing_the_worker_api_is_flagged(dev: RecordingMocks) -> None:
-    record = dev.one(CONTAINER, "nativelink-scheduler")
+    record = dev.one(DOCKER, "nativelink-scheduler")
     inputs = reveal(record.inputs)
     inputs["ports"].append({"internal": WORKER_API_PORT, "external": WORKER_API_PORT, "ip": "127.0.0.1"})
     (violation,) = run(BY_NAME["worker-api-port-not-exposed"], recorded_args(record, inputs))
@@ -210,7 +214,7 @@ def test_dev_scheduler_publishing_the_worker_api_is_flagged(dev: RecordingMocks)
 
 
 def test_dev_floating_image_is_flagged(dev: RecordingMocks) -> None:
-    record = dev.one(IMAGE, "nativelink-redis-image")
+    record = dev.one(REMOTE_IMAGE, "nativelink-redis-image")
     (violation,) = run(BY_NAME["images-pinned"], recorded_args(record, {**record.inputs, "name": "redis:latest"}))
     assert "floating tag 'latest'" in violation.message
 
@@ -252,16 +256,9 @@ def ingress_rule(port: int) -> dict[str, Any]:
     return {"spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}]}}
 
 
-CAS_CONFIG = render_cluster(dev_settings(), Endpoints(cas_host="cas", scheduler_host="scheduler")).cas_server.to_json()
-RG = pack.REPLICATION_GROUP
-RDS = pack.RDS_INSTANCE
-DOCKER = pack.DOCKER_CONTAINER
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-CRONJOB = "kubernetes:batch/v1:CronJob"
-SERVICE = pack.K8S_SERVICE
-INGRESS = pack.K8S_INGRESS
-CONFIG_MAP = pack.K8S_CONFIG_MAP
-REMOTE_IMAGE = pack.DOCKER_REMOTE_IMAGE
+CAS_CONFIG = render_cluster(
+    stack_settings("dev"), Endpoints(cas_host="cas", scheduler_host="scheduler")
+).cas_server.to_json()
 ENCRYPTED = {"atRestEncryptionEnabled": True, "transitEncryptionEnabled": True}
 SAFE_DB = {"storageEncrypted": True, "deletionProtection": True, "publiclyAccessible": False}
 
@@ -553,13 +550,21 @@ def test_side_resources_of_another_bucket_do_not_count() -> None:
 # ---- the wire names the policies read are the SDKs' own
 
 
+def sdk_pod(app: str, container: k8s.core.v1.ContainerArgs) -> dict[str, Any]:
+    """The selector and pod template of a one-container workload spec, as SDK Args."""
+    return {
+        "selector": k8s.meta.v1.LabelSelectorArgs(match_labels={"app": app}),
+        "template": k8s.core.v1.PodTemplateSpecArgs(spec=k8s.core.v1.PodSpecArgs(containers=[container])),
+    }
+
+
 def record_program(mocks: RecordingMocks, program: Callable[[Callable[..., pulumi.ResourceOptions]], None]) -> None:
     """Run `program` under the mocks; it passes `opts(...)` to each resource so its options are recorded."""
 
     def opts(**options: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(transformations=[mocks.transformation], **options)
 
-    settle(lambda: program(opts))()
+    run_program(lambda: program(opts))
 
 
 def test_policies_pass_on_good_resources_built_with_the_sdks(mocks: RecordingMocks) -> None:
@@ -605,18 +610,8 @@ def test_policies_pass_on_good_resources_built_with_the_sdks(mocks: RecordingMoc
         env = k8s.core.v1.EnvVarArgs(
             name="META_PASSWORD", value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=secret_ref)
         )
-        k8s.apps.v1.StatefulSet(
-            "good-sts",
-            spec=k8s.apps.v1.StatefulSetSpecArgs(
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "cas"}),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    spec=k8s.core.v1.PodSpecArgs(
-                        containers=[k8s.core.v1.ContainerArgs(name="cas", image="nativelink:v1.6.6", env=[env])]
-                    )
-                ),
-            ),
-            opts=opts(),
-        )
+        cas = k8s.core.v1.ContainerArgs(name="cas", image="nativelink:v1.6.6", env=[env])
+        k8s.apps.v1.StatefulSet("good-sts", spec=k8s.apps.v1.StatefulSetSpecArgs(**sdk_pod("cas", cas)), opts=opts())
         k8s.core.v1.Service(
             "good-svc",
             spec=k8s.core.v1.ServiceSpecArgs(
@@ -645,18 +640,8 @@ def test_policies_flag_bad_resources_built_with_the_sdks(mocks: RecordingMocks) 
         aws.elasticache.ReplicationGroup("bad-rg", description="d", transit_encryption_enabled=False, opts=opts())
         aws.rds.Instance("bad-db", instance_class="db.t4g.micro", publicly_accessible=True, opts=opts())
         token = k8s.core.v1.EnvVarArgs(name="TOKEN", value="t")
-        k8s.apps.v1.Deployment(
-            "bad-deploy",
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "w"}),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    spec=k8s.core.v1.PodSpecArgs(
-                        containers=[k8s.core.v1.ContainerArgs(name="w", image="nativelink:latest", env=[token])]
-                    )
-                ),
-            ),
-            opts=opts(),
-        )
+        worker = k8s.core.v1.ContainerArgs(name="w", image="nativelink:latest", env=[token])
+        k8s.apps.v1.Deployment("bad-deploy", spec=k8s.apps.v1.DeploymentSpecArgs(**sdk_pod("w", worker)), opts=opts())
         k8s.core.v1.Service(
             "bad-svc",
             spec=k8s.core.v1.ServiceSpecArgs(type="NodePort", ports=[k8s.core.v1.ServicePortArgs(port=50061)]),

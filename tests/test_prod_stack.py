@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pytest
-import yaml
 
 from components.nativelink import layout
-from components.prod_stack import build_prod_stack
-from components.settings import PROJECT, ConfigError, Settings, parse_settings
+from components.settings import ConfigError, Settings, parse_settings
 from components.stack import StackSecrets
 from tests.mocks import is_secret, plaintext_strings, reveal
+from tests.stacks import ROOT, TEST_CA_BUNDLE, build, merged, resolve_exports, stack_config, stack_settings
 
 if TYPE_CHECKING:
-    from tests.mocks import Recorded, RecordingMocks
+    from tests.mocks import RecordingMocks
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_CA_BUNDLE = "tests/fixtures/test-ca-bundle.pem"
 NODE_SG = "sg-0123456789abcdef0"
 
 SUPPLIED_KUBECONFIG = "apiVersion: v1\nkind: Config\nusers: [{name: ci, user: {token: supplied-kube-token-4711}}]\n"
@@ -42,26 +37,9 @@ SECRET = "kubernetes:core/v1:Secret"
 # ---- config
 
 
-def prod_config() -> dict[str, Any]:
-    """Pulumi.prod.yaml's project keys, without the `nativelink-juicefs:` prefix."""
-    document = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
-    prefix = f"{PROJECT}:"
-    return {key.removeprefix(prefix): value for key, value in document["config"].items() if key.startswith(prefix)}
-
-
-def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    result = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result
-
-
 def prod_settings(engine: str = "redis", **overrides: Any) -> Settings:
-    raw = merged(prod_config(), {"aws": {"metadataEngine": engine, "rds": {"caBundleFile": TEST_CA_BUNDLE}}})
-    return parse_settings(merged(raw, overrides))
+    """Pulumi.prod.yaml's settings on the metadata engine `engine`, with `overrides` merged in."""
+    return stack_settings("prod", **merged({"aws": {"metadataEngine": engine}}, overrides))
 
 
 def supplied_secrets(**changes: pulumi.Output[str] | None) -> StackSecrets:
@@ -85,28 +63,6 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def deploy(mocks: RecordingMocks, settings: Settings, secrets: StackSecrets) -> dict[str, tuple[bool, Any]]:
-    """Build the stack; returns each export as (is secret, resolved value)."""
-    facts: dict[str, tuple[bool, Any]] = {}
-
-    async def resolve(exports: dict[str, Any]) -> None:
-        for key, value in exports.items():
-            output = pulumi.Output.from_input(value)
-            facts[key] = (await output.is_secret(), await output.future())
-
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def program() -> pulumi.Output[None]:
-        exports = build_prod_stack(settings, secrets, pulumi.ResourceOptions(transformations=[mocks.transformation]))
-        return pulumi.Output.from_input(resolve(exports))
-
-    program()
-    return facts
-
-
-def only(mocks: RecordingMocks, typ: str, name: str) -> Recorded:
-    return mocks.one(typ, name)
-
-
 def statements(policy: Any) -> list[dict[str, Any]]:
     return list(json.loads(reveal(policy))["Statement"])
 
@@ -115,31 +71,30 @@ def statements(policy: Any) -> list[dict[str, Any]]:
 
 
 def test_prod_yaml_is_valid_and_pins_the_dev_versions() -> None:
-    settings = parse_settings(prod_config())
-    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"][f"{PROJECT}:versions"]
+    settings = parse_settings(stack_config("prod"))
+    dev = stack_config("dev")["versions"]
     assert settings.platform == "aws"
     assert settings.juicefs.encrypt
     assert settings.allow_insecure == []
-    assert prod_config()["versions"] == dev
+    assert stack_config("prod")["versions"] == dev
 
 
 def test_buckets_are_encrypted_versioned_private_and_replicated(mocks: RecordingMocks, engine: str) -> None:
     settings = prod_settings(engine)
     assert settings.aws is not None
-    deploy(mocks, settings, supplied_secrets())
+    build(mocks, settings, supplied_secrets())
 
-    primary = only(mocks, BUCKET, "cas-store-primary")
-    replica = only(mocks, BUCKET, "cas-store-replica")
+    primary = mocks.one(BUCKET, "cas-store-primary")
+    replica = mocks.one(BUCKET, "cas-store-replica")
     assert primary.inputs["bucket"] == settings.juicefs.bucket_name
     assert primary.inputs["region"] == settings.aws.region
     assert replica.inputs["region"] == settings.aws.replica_region
 
     for bucket in ("cas-store-primary", "cas-store-replica"):
-        key = only(mocks, KMS_KEY, f"{bucket}-key")
+        key = mocks.one(KMS_KEY, f"{bucket}-key")
         assert key.inputs["enableKeyRotation"] is True
-        assert key.inputs["region"] == only(mocks, BUCKET, bucket).inputs["region"]
-        (rule,) = only(
-            mocks,
+        assert key.inputs["region"] == mocks.one(BUCKET, bucket).inputs["region"]
+        (rule,) = mocks.one(
             "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
             f"{bucket}-sse",
         ).inputs["rules"]
@@ -148,25 +103,25 @@ def test_buckets_are_encrypted_versioned_private_and_replicated(mocks: Recording
             "kmsMasterKeyId": f"arn:aws:mock:::{bucket}-key",
         }
         assert rule["bucketKeyEnabled"] is True
-        versioning = only(mocks, "aws:s3/bucketVersioning:BucketVersioning", f"{bucket}-versioning")
+        versioning = mocks.one("aws:s3/bucketVersioning:BucketVersioning", f"{bucket}-versioning")
         assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
-        block = only(mocks, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", f"{bucket}-public-access")
+        block = mocks.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", f"{bucket}-public-access")
         for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
             assert block.inputs[flag] is True, flag
-        ownership = only(mocks, "aws:s3/bucketOwnershipControls:BucketOwnershipControls", f"{bucket}-ownership")
+        ownership = mocks.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls", f"{bucket}-ownership")
         assert ownership.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
-        (deny,) = statements(only(mocks, "aws:s3/bucketPolicy:BucketPolicy", f"{bucket}-tls-only").inputs["policy"])
+        (deny,) = statements(mocks.one("aws:s3/bucketPolicy:BucketPolicy", f"{bucket}-tls-only").inputs["policy"])
         assert deny["Effect"] == "Deny"
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        (lifecycle,) = only(
-            mocks, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", f"{bucket}-lifecycle"
+        (lifecycle,) = mocks.one(
+            "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", f"{bucket}-lifecycle"
         ).inputs["rules"]
         assert lifecycle["status"] == "Enabled"
         assert lifecycle["noncurrentVersionExpiration"] == {
             "noncurrentDays": settings.aws.noncurrent_version_expiration_days
         }
 
-    replication = only(mocks, "aws:s3/bucketReplicationConfig:BucketReplicationConfig", "cas-store-replication")
+    replication = mocks.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "cas-store-replication")
     (rule,) = replication.inputs["rules"]
     assert rule["status"] == "Enabled"
     assert rule["destination"]["bucket"] == "arn:aws:mock:::cas-store-replica"
@@ -174,19 +129,19 @@ def test_buckets_are_encrypted_versioned_private_and_replicated(mocks: Recording
     assert rule["sourceSelectionCriteria"] == {"sseKmsEncryptedObjects": {"status": "Enabled"}}
     assert replication.inputs["region"] == settings.aws.region
     for side in ("primary", "replica"):
-        versioning = only(mocks, "aws:s3/bucketVersioning:BucketVersioning", f"cas-store-{side}-versioning")
+        versioning = mocks.one("aws:s3/bucketVersioning:BucketVersioning", f"cas-store-{side}-versioning")
         assert any(dep is versioning.resource for dep in replication.depends_on), side
 
 
 def test_replication_role_is_least_privilege(mocks: RecordingMocks) -> None:
     settings = prod_settings()
     assert settings.aws is not None
-    deploy(mocks, settings, supplied_secrets())
-    trust = json.loads(only(mocks, "aws:iam/role:Role", "cas-store-replication").inputs["assumeRolePolicy"])
+    build(mocks, settings, supplied_secrets())
+    trust = json.loads(mocks.one("aws:iam/role:Role", "cas-store-replication").inputs["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "s3.amazonaws.com"}
     by_sid = {
         s["Sid"]: s
-        for s in statements(only(mocks, "aws:iam/rolePolicy:RolePolicy", "cas-store-replication").inputs["policy"])
+        for s in statements(mocks.one("aws:iam/rolePolicy:RolePolicy", "cas-store-replication").inputs["policy"])
     }
     assert set(by_sid) == {
         "SourceBucket",
@@ -209,8 +164,8 @@ def test_replication_role_is_least_privilege(mocks: RecordingMocks) -> None:
 
 
 def test_juicefs_s3_access_is_scoped_to_the_primary_bucket(mocks: RecordingMocks) -> None:
-    deploy(mocks, prod_settings(), supplied_secrets())
-    policy = statements(only(mocks, "aws:iam/userPolicy:UserPolicy", "cas-store-access-s3").inputs["policy"])
+    build(mocks, prod_settings(), supplied_secrets())
+    policy = statements(mocks.one("aws:iam/userPolicy:UserPolicy", "cas-store-access-s3").inputs["policy"])
     resources = {json.dumps(s["Resource"]) for s in policy}
     assert resources == {
         '"arn:aws:mock:::cas-store-primary"',
@@ -228,22 +183,22 @@ def test_irsa_binds_the_role_to_the_mount_pods_service_account(mocks: RecordingM
             "oidcProviderUrl": provider_url,
         }
     )
-    deploy(mocks, settings, supplied_secrets())
+    build(mocks, settings, supplied_secrets())
     assert not mocks.of_type("aws:iam/user:User")
     assert not mocks.of_type("aws:iam/accessKey:AccessKey")
-    (trust,) = statements(only(mocks, "aws:iam/role:Role", "cas-store-access-irsa").inputs["assumeRolePolicy"])
+    (trust,) = statements(mocks.one("aws:iam/role:Role", "cas-store-access-irsa").inputs["assumeRolePolicy"])
     assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert trust["Condition"]["StringEquals"] == {
         f"{provider_url}:sub": "system:serviceaccount:kube-system:juicefs-mount-nativelink",
         f"{provider_url}:aud": "sts.amazonaws.com",
     }
-    account = only(mocks, "kubernetes:core/v1:ServiceAccount", "juicefs-mount-sa")
+    account = mocks.one("kubernetes:core/v1:ServiceAccount", "juicefs-mount-sa")
     assert account.inputs["metadata"]["annotations"] == {
         "eks.amazonaws.com/role-arn": "arn:aws:mock:::cas-store-access-irsa"
     }
-    storage_class = only(mocks, "kubernetes:storage.k8s.io/v1:StorageClass", "juicefs-storage-class")
+    storage_class = mocks.one("kubernetes:storage.k8s.io/v1:StorageClass", "juicefs-storage-class")
     assert storage_class.inputs["parameters"]["juicefs/mount-service-account"] == "juicefs-mount-nativelink"
-    data = reveal(only(mocks, SECRET, "juicefs-credentials").inputs["stringData"])
+    data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
     assert "access-key" not in data
     assert "secret-key" not in data
 
@@ -252,7 +207,7 @@ def test_irsa_binds_the_role_to_the_mount_pods_service_account(mocks: RecordingM
 
 
 def ingress_only_from_nodes(mocks: RecordingMocks, port: int) -> None:
-    group = only(mocks, "aws:ec2/securityGroup:SecurityGroup", "metadata-sg")
+    group = mocks.one("aws:ec2/securityGroup:SecurityGroup", "metadata-sg")
     assert "ingress" not in group.inputs
     (rule,) = mocks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
     assert rule.inputs["securityGroupId"] == "metadata-sg-id"
@@ -265,8 +220,8 @@ def ingress_only_from_nodes(mocks: RecordingMocks, port: int) -> None:
 def test_elasticache_is_tls_encrypted_private_and_never_evicts(mocks: RecordingMocks) -> None:
     settings = prod_settings("redis")
     assert settings.aws is not None
-    deploy(mocks, settings, supplied_secrets())
-    group = only(mocks, "aws:elasticache/replicationGroup:ReplicationGroup", "metadata-redis")
+    build(mocks, settings, supplied_secrets())
+    group = mocks.one("aws:elasticache/replicationGroup:ReplicationGroup", "metadata-redis")
     inputs = group.inputs
     assert inputs["transitEncryptionEnabled"] is True
     assert inputs["transitEncryptionMode"] == "required"
@@ -278,12 +233,12 @@ def test_elasticache_is_tls_encrypted_private_and_never_evicts(mocks: RecordingM
     assert inputs["numCacheClusters"] == 1 + settings.aws.elasticache.replicas
     assert inputs["snapshotRetentionLimit"] == settings.aws.elasticache.snapshot_retention_days
     assert inputs["securityGroupIds"] == ["metadata-sg-id"]
-    params = only(mocks, "aws:elasticache/parameterGroup:ParameterGroup", "metadata-params")
+    params = mocks.one("aws:elasticache/parameterGroup:ParameterGroup", "metadata-params")
     assert {"name": "maxmemory-policy", "value": "noeviction"} in params.inputs["parameters"]
     assert params.inputs["family"] == "redis7"
-    assert only(mocks, KMS_KEY, "metadata-key").inputs["enableKeyRotation"] is True
+    assert mocks.one(KMS_KEY, "metadata-key").inputs["enableKeyRotation"] is True
     ingress_only_from_nodes(mocks, 6379)
-    data = reveal(only(mocks, SECRET, "juicefs-credentials").inputs["stringData"])
+    data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
     assert data["metaurl"] == "rediss://master.metadata-redis.cache.amazonaws.com:6379/1"
     assert json.loads(data["envs"])["META_PASSWORD"] == "generated-metadata-auth-token-password"
 
@@ -291,8 +246,8 @@ def test_elasticache_is_tls_encrypted_private_and_never_evicts(mocks: RecordingM
 def test_rds_is_encrypted_protected_private_and_forces_tls(mocks: RecordingMocks) -> None:
     settings = prod_settings("postgres")
     assert settings.aws is not None
-    deploy(mocks, settings, supplied_secrets())
-    inputs = only(mocks, "aws:rds/instance:Instance", "metadata-postgres").inputs
+    build(mocks, settings, supplied_secrets())
+    inputs = mocks.one("aws:rds/instance:Instance", "metadata-postgres").inputs
     assert inputs["storageEncrypted"] is True
     assert inputs["kmsKeyId"] == "arn:aws:mock:::metadata-key"
     assert inputs["deletionProtection"] is True
@@ -303,20 +258,20 @@ def test_rds_is_encrypted_protected_private_and_forces_tls(mocks: RecordingMocks
     assert inputs["finalSnapshotIdentifier"] == "nativelink-test-postgres-final"
     assert is_secret(inputs["password"])
     assert inputs["vpcSecurityGroupIds"] == ["metadata-sg-id"]
-    params = only(mocks, "aws:rds/parameterGroup:ParameterGroup", "metadata-params")
+    params = mocks.one("aws:rds/parameterGroup:ParameterGroup", "metadata-params")
     assert params.inputs["family"] == "postgres16"
     assert [(p["name"], p["value"]) for p in params.inputs["parameters"]] == [("rds.force_ssl", "1")]
     ingress_only_from_nodes(mocks, 5432)
 
     # The CA bundle reaches the mount pod through the CSI Secret's `configs`.
-    data = reveal(only(mocks, SECRET, "juicefs-credentials").inputs["stringData"])
+    data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
     assert data["metaurl"] == (
         "postgres://juicefs@metadata-postgres.rds.amazonaws.com:5432/juicefs"
         "?sslmode=verify-full&sslrootcert=%2Fetc%2Fjuicefs%2Frds-ca%2Frds-ca-bundle.pem"
     )
     configs = json.loads(data["configs"])
     assert configs == {"juicefs-nativelink-credentials-rds-ca": "/etc/juicefs/rds-ca"}
-    ca = only(mocks, SECRET, "juicefs-rds-ca")
+    ca = mocks.one(SECRET, "juicefs-rds-ca")
     assert ca.inputs["metadata"] == {
         "name": "juicefs-nativelink-credentials-rds-ca",
         "namespace": "kube-system",
@@ -330,8 +285,8 @@ def test_rds_is_encrypted_protected_private_and_forces_tls(mocks: RecordingMocks
 
 def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine: str) -> None:
     settings = prod_settings(engine)
-    deploy(mocks, settings, supplied_secrets())
-    release = only(mocks, "kubernetes:helm.sh/v3:Release", "juicefs-csi-driver")
+    build(mocks, settings, supplied_secrets())
+    release = mocks.one("kubernetes:helm.sh/v3:Release", "juicefs-csi-driver")
     assert release.inputs["chart"] == "juicefs-csi-driver"
     assert release.inputs["version"] == settings.versions.juicefs_csi_chart
     assert release.inputs["repositoryOpts"] == {"repo": "https://juicedata.github.io/charts/"}
@@ -339,7 +294,7 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     assert release.inputs["values"]["defaultMountImage"] == {"ce": settings.versions.juicefs}
     assert release.inputs["values"]["storageClasses"] == []
 
-    secret = only(mocks, SECRET, "juicefs-credentials")
+    secret = mocks.one(SECRET, "juicefs-credentials")
     assert not mocks.of_type("kubernetes:core/v1:ConfigMap")[3:], "only the three NativeLink configs"
     assert is_secret(secret.inputs["stringData"]) or all(is_secret(v) for v in secret.inputs["stringData"].values())
     data = reveal(secret.inputs["stringData"])
@@ -355,7 +310,7 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     assert envs["JFS_RSA_PASSPHRASE"] == SUPPLIED_PASSPHRASE
     assert envs["META_PASSWORD"] not in data["metaurl"], "the password travels in META_PASSWORD, never in the URL"
 
-    storage_class = only(mocks, "kubernetes:storage.k8s.io/v1:StorageClass", "juicefs-storage-class")
+    storage_class = mocks.one("kubernetes:storage.k8s.io/v1:StorageClass", "juicefs-storage-class")
     assert storage_class.inputs["provisioner"] == "csi.juicefs.com"
     assert storage_class.inputs["reclaimPolicy"] == "Retain"
     parameters = storage_class.inputs["parameters"]
@@ -364,7 +319,7 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
         assert parameters[f"csi.storage.k8s.io/{role}-secret-namespace"] == "kube-system"
     assert parameters["juicefs/mount-image"] == settings.versions.juicefs
 
-    claim = only(mocks, "kubernetes:core/v1:PersistentVolumeClaim", "juicefs-claim")
+    claim = mocks.one("kubernetes:core/v1:PersistentVolumeClaim", "juicefs-claim")
     assert claim.inputs["spec"]["accessModes"] == ["ReadWriteMany"]
     assert claim.inputs["spec"]["resources"] == {"requests": {"storage": settings.kubernetes.cas_volume_size}}
     assert claim.inputs["spec"]["storageClassName"] == "juicefs-nativelink"
@@ -372,11 +327,11 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
 
 
 def test_generated_key_has_no_passphrase_and_is_exported_as_secret(mocks: RecordingMocks) -> None:
-    exports = deploy(mocks, prod_settings(), supplied_secrets(**GENERATED_KEY))
-    key = only(mocks, "tls:index/privateKey:PrivateKey", "juicefs-rsa-key")
+    exports = resolve_exports(build(mocks, prod_settings(), supplied_secrets(**GENERATED_KEY)))
+    key = mocks.one("tls:index/privateKey:PrivateKey", "juicefs-rsa-key")
     assert (key.inputs["algorithm"], key.inputs["rsaBits"]) == ("RSA", 2048)
     assert key.protect
-    data = reveal(only(mocks, SECRET, "juicefs-credentials").inputs["stringData"])
+    data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
     assert data["encrypt_rsa_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
     assert "JFS_RSA_PASSPHRASE" not in json.loads(data["envs"])
     secret, value = exports["juicefsRsaKey"]
@@ -389,7 +344,7 @@ def test_generated_key_has_no_passphrase_and_is_exported_as_secret(mocks: Record
 
 def workload(mocks: RecordingMocks, typ: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(spec, the single container) of a workload."""
-    spec = only(mocks, typ, name).inputs["spec"]
+    spec = mocks.one(typ, name).inputs["spec"]
     (container,) = spec["template"]["spec"]["containers"]
     return spec, container
 
@@ -397,7 +352,7 @@ def workload(mocks: RecordingMocks, typ: str, name: str) -> tuple[dict[str, Any]
 def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     settings = prod_settings(engine)
     kube = settings.kubernetes
-    deploy(mocks, settings, supplied_secrets())
+    build(mocks, settings, supplied_secrets())
 
     cas, cas_container = workload(mocks, "kubernetes:apps/v1:StatefulSet", "nativelink-cas")
     assert cas["replicas"] == 1
@@ -474,15 +429,15 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
 
 
 def test_config_checksum_annotation_matches_the_config_map(mocks: RecordingMocks) -> None:
-    deploy(mocks, prod_settings(), supplied_secrets())
+    build(mocks, prod_settings(), supplied_secrets())
     for component, typ, name in (
         ("cas", "kubernetes:apps/v1:StatefulSet", "nativelink-cas"),
         ("scheduler", "kubernetes:apps/v1:Deployment", "nativelink-scheduler"),
         ("worker", "kubernetes:apps/v1:Deployment", "nativelink-worker"),
     ):
-        config_map = only(mocks, "kubernetes:core/v1:ConfigMap", f"nativelink-{component}-config")
+        config_map = mocks.one("kubernetes:core/v1:ConfigMap", f"nativelink-{component}-config")
         text = config_map.inputs["data"]["config.json5"]
-        pod = only(mocks, typ, name).inputs["spec"]["template"]
+        pod = mocks.one(typ, name).inputs["spec"]["template"]
         assert pod["metadata"]["annotations"]["checksum/config"] == hashlib.sha256(text.encode()).hexdigest()
         (config_volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "config"]
         assert config_volume["configMap"]["name"] == config_map.inputs["metadata"].get(
@@ -492,7 +447,7 @@ def test_config_checksum_annotation_matches_the_config_map(mocks: RecordingMocks
 
 
 def test_worker_api_is_admitted_from_workers_only(mocks: RecordingMocks) -> None:
-    deploy(mocks, prod_settings(), supplied_secrets())
+    build(mocks, prod_settings(), supplied_secrets())
     (policy,) = mocks.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
     spec = policy.inputs["spec"]
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "scheduler"
@@ -515,8 +470,8 @@ def test_worker_api_is_admitted_from_workers_only(mocks: RecordingMocks) -> None
 
 def test_autoscaler_owns_the_worker_count_when_enabled(mocks: RecordingMocks) -> None:
     settings = prod_settings(kubernetes={"autoscaleMaxWorkers": 10})
-    deploy(mocks, settings, supplied_secrets())
-    workers = only(mocks, "kubernetes:apps/v1:Deployment", "nativelink-worker").inputs["spec"]
+    build(mocks, settings, supplied_secrets())
+    workers = mocks.one("kubernetes:apps/v1:Deployment", "nativelink-worker").inputs["spec"]
     assert "replicas" not in workers
     (hpa,) = mocks.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
     assert hpa.inputs["spec"]["minReplicas"] == settings.workers.count
@@ -525,7 +480,7 @@ def test_autoscaler_owns_the_worker_count_when_enabled(mocks: RecordingMocks) ->
 
 
 def test_exports(mocks: RecordingMocks, engine: str) -> None:
-    exports = deploy(mocks, prod_settings(engine), supplied_secrets())
+    exports = resolve_exports(build(mocks, prod_settings(engine), supplied_secrets()))
     assert set(exports) == {"bazelFlags", "casEndpoint", "schedulerEndpoint", "juicefsVolume"}
     _, flags = exports["bazelFlags"]
     assert flags == (
@@ -541,7 +496,7 @@ def test_exports(mocks: RecordingMocks, engine: str) -> None:
 
 
 def test_stateful_resources_are_protected(mocks: RecordingMocks, engine: str) -> None:
-    deploy(mocks, prod_settings(engine), supplied_secrets())
+    build(mocks, prod_settings(engine), supplied_secrets())
     for typ, name in (
         (BUCKET, "cas-store-primary"),
         (BUCKET, "cas-store-replica"),
@@ -549,21 +504,21 @@ def test_stateful_resources_are_protected(mocks: RecordingMocks, engine: str) ->
         (KMS_KEY, "cas-store-replica-key"),
         (KMS_KEY, "metadata-key"),
     ):
-        record = only(mocks, typ, name)
+        record = mocks.one(typ, name)
         assert record.protect, name
         assert record.retain_on_delete, name
     engine_type, engine_name = {
         "redis": ("aws:elasticache/replicationGroup:ReplicationGroup", "metadata-redis"),
         "postgres": ("aws:rds/instance:Instance", "metadata-postgres"),
     }[engine]
-    assert only(mocks, engine_type, engine_name).protect
-    assert only(mocks, "kubernetes:core/v1:PersistentVolumeClaim", "juicefs-claim").protect
+    assert mocks.one(engine_type, engine_name).protect
+    assert mocks.one("kubernetes:core/v1:PersistentVolumeClaim", "juicefs-claim").protect
 
 
 @pytest.mark.parametrize("key_source", ["supplied", "generated"])
 def test_no_secret_appears_in_plaintext(mocks: RecordingMocks, engine: str, key_source: str) -> None:
     secrets = supplied_secrets() if key_source == "supplied" else supplied_secrets(**GENERATED_KEY)
-    exports = deploy(mocks, prod_settings(engine), secrets)
+    exports = resolve_exports(build(mocks, prod_settings(engine), secrets))
     markers = (*GENERATED_MARKERS, *SUPPLIED_MARKERS)
     for record in mocks.resources:
         for text in plaintext_strings(record.inputs):
@@ -573,7 +528,7 @@ def test_no_secret_appears_in_plaintext(mocks: RecordingMocks, engine: str, key_
             continue
         text = json.dumps(value)
         assert not any(marker in text for marker in markers), f"export {name} leaks a secret"
-    provider = only(mocks, "pulumi:providers:kubernetes", "kubernetes")
+    provider = mocks.one("pulumi:providers:kubernetes", "kubernetes")
     assert is_secret(provider.inputs["kubeconfig"])
 
 
@@ -616,22 +571,22 @@ def test_named_override_admits_the_insecure_setting(overrides: dict[str, Any], o
 
 def test_plaintext_metadata_override_drops_tls_and_auth(mocks: RecordingMocks) -> None:
     settings = prod_settings(aws={"metadataTls": False}, allowInsecure=["plaintext-metadata"])
-    deploy(mocks, settings, supplied_secrets())
-    inputs = only(mocks, "aws:elasticache/replicationGroup:ReplicationGroup", "metadata-redis").inputs
+    build(mocks, settings, supplied_secrets())
+    inputs = mocks.one("aws:elasticache/replicationGroup:ReplicationGroup", "metadata-redis").inputs
     assert inputs["transitEncryptionEnabled"] is False
     assert "authToken" not in inputs
-    data = reveal(only(mocks, SECRET, "juicefs-credentials").inputs["stringData"])
+    data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
     assert data["metaurl"].startswith("redis://")
     assert "META_PASSWORD" not in json.loads(data["envs"])
 
 
 def test_public_bucket_override_lifts_the_block(mocks: RecordingMocks) -> None:
-    deploy(
+    build(
         mocks,
         prod_settings(aws={"blockPublicAccess": False}, allowInsecure=["public-bucket"]),
         supplied_secrets(),
     )
-    block = only(mocks, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "cas-store-primary-public-access")
+    block = mocks.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "cas-store-primary-public-access")
     assert block.inputs["blockPublicPolicy"] is False
 
 
@@ -644,7 +599,7 @@ def test_public_bucket_override_lifts_the_block(mocks: RecordingMocks) -> None:
 )
 def test_key_and_passphrase_must_come_together(mocks: RecordingMocks, changes: dict[str, None], key: str) -> None:
     with pytest.raises(ConfigError) as error:
-        deploy(mocks, prod_settings(), supplied_secrets(**changes))
+        build(mocks, prod_settings(), supplied_secrets(**changes))
     assert key in str(error.value)
     assert not mocks.resources, "refused before any resource was registered"
 
@@ -655,7 +610,7 @@ def test_unencrypted_supplied_key_is_refused_without_quoting_it(mocks: Recording
     )
     # Checked on the secret's value, so it fails the deployment (Pulumi wraps it in a ValueError).
     with pytest.raises(ValueError) as error:
-        deploy(mocks, prod_settings(), supplied_secrets(juicefs_rsa_key=plain))
+        build(mocks, prod_settings(), supplied_secrets(juicefs_rsa_key=plain))
     assert "juicefsRsaKey" in str(error.value)
     assert "supplied-plain-key-material" not in str(error.value)
 
@@ -663,6 +618,6 @@ def test_unencrypted_supplied_key_is_refused_without_quoting_it(mocks: Recording
 def test_postgres_needs_the_committed_ca_bundle(mocks: RecordingMocks) -> None:
     settings = prod_settings("postgres", aws={"rds": {"caBundleFile": "certs/does-not-exist.pem"}})
     with pytest.raises(ConfigError) as error:
-        deploy(mocks, settings, supplied_secrets())
+        build(mocks, settings, supplied_secrets())
     assert "aws.rds.caBundleFile" in str(error.value)
     assert not any(r.typ.startswith("aws:rds") for r in mocks.resources)

@@ -14,22 +14,13 @@ from ruamel.yaml import YAML
 
 from components import promote
 from components.settings import PROJECT, parse_settings
-from components.stack import SECRET_KEYS
+from tests.stacks import project_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = f"{PROJECT}:versions"
 
-# A stand-in for Pulumi.prod.yaml (owned by the prod stack's author): valid for the program, two
-# releases behind dev, without juicefsCsiChart, with an extra key, comments in and around the
-# versions block, a quoted value, a secret and a sequence in Pulumi's own indentation.
-PROD_BEFORE = """\
-# Prod: AWS services, NativeLink on Kubernetes.
-secretsprovider: passphrase
-config:
-  aws:region: eu-west-1
-  nativelink-juicefs:platform: aws
-  # Promoted from dev with `python -m components.promote dev prod`; do not edit by hand.
-  nativelink-juicefs:versions:
+# The versions block of PROD_BEFORE, below.
+PROD_BLOCK_BEFORE = """\
     # The scheduler, CAS and worker image.
     nativelink: ghcr.io/tracemachina/nativelink:v1.6.6   # first release with the new config format
     juicefs: "juicedata/mount:ce-v1.4.1"
@@ -37,7 +28,20 @@ config:
     minio: minio/minio:RELEASE.2025-01-01T00-00-00Z
     retired: alpine:3.20
     busybox: busybox:1.36.1
-  # AWS placement; the ids are examples.
+"""
+
+# A stand-in for Pulumi.prod.yaml (owned by the prod stack's author): valid for the program, two
+# releases behind dev, without juicefsCsiChart, with an extra key, comments in and around the
+# versions block, a quoted value, a secret and a sequence in Pulumi's own indentation.
+PROD_BEFORE = f"""\
+# Prod: AWS services, NativeLink on Kubernetes.
+secretsprovider: passphrase
+config:
+  aws:region: eu-west-1
+  nativelink-juicefs:platform: aws
+  # Promoted from dev with `python -m components.promote dev prod`; do not edit by hand.
+  nativelink-juicefs:versions:
+{PROD_BLOCK_BEFORE}  # AWS placement; the ids are examples.
   nativelink-juicefs:aws:
     region: eu-west-1
     replicaRegion: eu-central-1
@@ -51,16 +55,6 @@ config:
   nativelink-juicefs:kubeconfig:
     secure: v1:AAABAFakeCiphertextForTestsOnly0000000000000000000000000000000000000000000000000000000
 # End of the prod stack file.
-"""
-
-PROD_BLOCK_BEFORE = """\
-    # The scheduler, CAS and worker image.
-    nativelink: ghcr.io/tracemachina/nativelink:v1.6.6   # first release with the new config format
-    juicefs: "juicedata/mount:ce-v1.4.1"
-    redis: redis:7.4.1-alpine
-    minio: minio/minio:RELEASE.2025-01-01T00-00-00Z
-    retired: alpine:3.20
-    busybox: busybox:1.36.1
 """
 
 # Dev's versions in prod's layout: same comments, same quoting, `retired` gone, the new key last.
@@ -100,7 +94,7 @@ DEV_TEXT = _DEV_BLOCK_RE.sub(lambda _: DEV_VERSIONS_BLOCK, DEV_TEXT, count=1)
 def stacks(tmp_path: Path) -> Path:
     """A project directory with temporary copies of the dev and prod stack files."""
     (tmp_path / "Pulumi.dev.yaml").write_text(DEV_TEXT, encoding="utf-8")
-    (tmp_path / "Pulumi.prod.yaml").write_text(PROD_BEFORE, encoding="utf-8")
+    write_prod(tmp_path, PROD_BEFORE)
     return tmp_path
 
 
@@ -115,8 +109,16 @@ def config_of(text: str) -> dict[str, Any]:
     return config
 
 
+def prod_file(directory: Path) -> Path:
+    return directory / "Pulumi.prod.yaml"
+
+
 def prod_text(directory: Path) -> str:
-    return (directory / "Pulumi.prod.yaml").read_text(encoding="utf-8")
+    return prod_file(directory).read_text(encoding="utf-8")
+
+
+def write_prod(directory: Path, text: str) -> None:
+    prod_file(directory).write_text(text, encoding="utf-8")
 
 
 def set_dev_version(directory: Path, line: str, replacement: str) -> None:
@@ -171,14 +173,7 @@ def test_promotion_keeps_comments_order_and_quoting_inside_the_block(stacks: Pat
 def test_promoted_prod_file_is_still_valid_for_the_program(stacks: Path) -> None:
     run(stacks)
 
-    config = config_of(prod_text(stacks))
-    secret_keys = {f"{PROJECT}:{key}" for key in SECRET_KEYS}
-    raw = {
-        key.removeprefix(f"{PROJECT}:"): value
-        for key, value in config.items()
-        if key.startswith(f"{PROJECT}:") and key not in secret_keys
-    }
-    settings = parse_settings(raw)
+    settings = parse_settings(project_config(config_of(prod_text(stacks))))
     assert settings.versions.juicefs_csi_chart == "0.32.4"
     assert settings.versions.redis == "redis:7.4.2-alpine"
 
@@ -214,7 +209,7 @@ def test_a_missing_versions_block_in_the_destination_is_added(stacks: Path) -> N
     without = without.replace(
         "  # Promoted from dev with `python -m components.promote dev prod`; do not edit by hand.\n", ""
     )
-    (stacks / "Pulumi.prod.yaml").write_text(without, encoding="utf-8")
+    write_prod(stacks, without)
 
     assert run(stacks, "--check") == promote.EXIT_BEHIND
     assert run(stacks) == promote.EXIT_OK
@@ -228,7 +223,7 @@ def test_a_missing_versions_block_in_the_destination_is_added(stacks: Path) -> N
 
 def test_indentless_sequences_are_kept(stacks: Path) -> None:
     indentless = PROD_BEFORE.replace("      - subnet-", "    - subnet-")
-    (stacks / "Pulumi.prod.yaml").write_text(indentless, encoding="utf-8")
+    write_prod(stacks, indentless)
 
     assert run(stacks) == promote.EXIT_OK
     assert prod_text(stacks) == indentless.replace(PROD_BLOCK_BEFORE, PROD_BLOCK_AFTER)
@@ -238,7 +233,7 @@ def test_a_file_ruamel_cannot_reproduce_is_refused_not_reformatted(
     stacks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     odd = PROD_BEFORE.replace("    encrypt: true\n", "    encrypt:    true\n")
-    (stacks / "Pulumi.prod.yaml").write_text(odd, encoding="utf-8")
+    write_prod(stacks, odd)
 
     assert run(stacks) == promote.EXIT_REFUSED
     assert prod_text(stacks) == odd
@@ -246,7 +241,7 @@ def test_a_file_ruamel_cannot_reproduce_is_refused_not_reformatted(
 
 
 def test_file_permissions_are_kept(stacks: Path) -> None:
-    path = stacks / "Pulumi.prod.yaml"
+    path = prod_file(stacks)
     path.chmod(0o640)
     run(stacks)
     assert path.stat().st_mode & 0o777 == 0o640
@@ -257,12 +252,12 @@ def test_file_permissions_are_kept(stacks: Path) -> None:
 
 
 def test_check_fails_when_prod_is_behind_and_writes_nothing(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = (stacks / "Pulumi.prod.yaml").stat()
+    before = prod_file(stacks).stat()
 
     assert run(stacks, "--check") == promote.EXIT_BEHIND
 
     assert prod_text(stacks) == PROD_BEFORE
-    assert (stacks / "Pulumi.prod.yaml").stat().st_mtime_ns == before.st_mtime_ns
+    assert prod_file(stacks).stat().st_mtime_ns == before.st_mtime_ns
     out = capsys.readouterr().out
     assert out.startswith("prod is behind dev on 8 version key(s):\n")
     assert "  nativelink-juicefs:versions.redis: prod has 'redis:7.4.1-alpine'; dev has 'redis:7.4.2-alpine'\n" in out
@@ -284,7 +279,7 @@ def test_check_passes_after_promotion(stacks: Path, capsys: pytest.CaptureFixtur
 def test_check_ignores_key_order_and_quoting(stacks: Path) -> None:
     same = PROD_BEFORE.replace(PROD_BLOCK_BEFORE, "".join(reversed(DEV_VERSIONS_BLOCK.splitlines(True)[1:])))
     same = same.replace("busybox: busybox:1.37.0", "busybox: 'busybox:1.37.0'")
-    (stacks / "Pulumi.prod.yaml").write_text(same, encoding="utf-8")
+    write_prod(stacks, same)
 
     assert run(stacks, "--check") == promote.EXIT_OK
     assert run(stacks) == promote.EXIT_OK
@@ -419,7 +414,7 @@ def test_version_drift_lists_changed_missing_and_extra_keys() -> None:
 
 
 def test_apply_versions_does_not_write(stacks: Path) -> None:
-    destination = promote.load_stack_file(stacks / "Pulumi.prod.yaml")
+    destination = promote.load_stack_file(prod_file(stacks))
     source = promote.load_stack_file(stacks / "Pulumi.dev.yaml")
     versions = promote.validate_versions(promote.read_versions(source), "Pulumi.dev.yaml")
 
@@ -461,11 +456,10 @@ def test_without_versions_block_helper() -> None:
     )
 
 
-@pytest.mark.skipif(not (ROOT / "Pulumi.prod.yaml").exists(), reason="no Pulumi.prod.yaml in this checkout yet")
 def test_the_real_prod_file_can_be_promoted_without_collateral_changes(tmp_path: Path) -> None:
     dev_text = (ROOT / "Pulumi.dev.yaml").read_text(encoding="utf-8")
     (tmp_path / "Pulumi.dev.yaml").write_text(dev_text, encoding="utf-8")
-    shutil.copy(ROOT / "Pulumi.prod.yaml", tmp_path / "Pulumi.prod.yaml")
+    shutil.copy(prod_file(ROOT), prod_file(tmp_path))
     before = prod_text(tmp_path)
 
     assert run(tmp_path) == promote.EXIT_OK

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from components.settings import PROJECT, ConfigError, Settings, load_settings, parse_settings, size_bytes
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def stack_config(stack: str) -> dict[str, Any]:
-    """The project's config values from Pulumi.<stack>.yaml, keyed without the project prefix."""
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    prefix = f"{PROJECT}:"
-    return {key.removeprefix(prefix): value for key, value in document["config"].items() if key.startswith(prefix)}
-
-
-def dev_config() -> dict[str, Any]:
-    return copy.deepcopy(stack_config("dev"))
+from tests.stacks import stack_config
 
 
 def with_value(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """`config` with the dotted `path` (as `pulumi config set --path` takes it) set to `value`."""
     *parents, last = path.split(".")
     node = config
     for part in parents:
@@ -35,14 +21,14 @@ def with_value(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 def test_dev_stack_file_is_valid() -> None:
-    settings = parse_settings(dev_config())
+    settings = parse_settings(stack_config("dev"))
     assert settings.platform == "docker"
     assert settings.workers.count == 3
     assert settings.versions.nativelink.endswith(":v1.6.6")
 
 
 def test_defaults_fill_what_the_stack_leaves_out() -> None:
-    minimal = {"platform": "docker", "versions": dev_config()["versions"]}
+    minimal = {"platform": "docker", "versions": stack_config("dev")["versions"]}
     settings = parse_settings(minimal)
     assert settings.docker.ports.cas == 50051
     assert settings.docker.ports.scheduler == 50052
@@ -52,7 +38,7 @@ def test_defaults_fill_what_the_stack_leaves_out() -> None:
 
 
 def test_values_set_as_strings_by_the_cli_are_coerced() -> None:
-    settings = parse_settings(with_value(dev_config(), "workers.count", "5"))
+    settings = parse_settings(with_value(stack_config("dev"), "workers.count", "5"))
     assert settings.workers.count == 5
 
 
@@ -102,7 +88,7 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
 @pytest.mark.parametrize("path, value, key, explanation", BAD_VALUES, ids=[f"{p}={v!r}" for p, v, _, _ in BAD_VALUES])
 def test_bad_value_is_refused_naming_the_key(path: str, value: Any, key: str, explanation: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        parse_settings(with_value(dev_config(), path, value))
+        parse_settings(with_value(stack_config("dev"), path, value))
     message = str(raised.value)
     assert f"{PROJECT}:{key}" in message
     assert explanation in message
@@ -111,34 +97,34 @@ def test_bad_value_is_refused_naming_the_key(path: str, value: Any, key: str, ex
 
 
 def test_missing_versions_block_says_how_to_set_it() -> None:
-    config = dev_config()
+    config = stack_config("dev")
     del config["versions"]
     with pytest.raises(ConfigError, match=r"nativelink-juicefs:versions: missing; set it with `pulumi config set"):
         parse_settings(config)
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    config = with_value(with_value(dev_config(), "workers.count", 0), "juicefs.compress", "gzip")
+    config = with_value(with_value(stack_config("dev"), "workers.count", 0), "juicefs.compress", "gzip")
     with pytest.raises(ConfigError, match=r"2 problem\(s\)"):
         parse_settings(config)
 
 
 def test_aws_platform_needs_aws_settings() -> None:
     with pytest.raises(ConfigError, match="nativelink-juicefs:aws = None: required when platform is 'aws'"):
-        parse_settings(with_value(dev_config(), "platform", "aws"))
+        parse_settings(with_value(stack_config("dev"), "platform", "aws"))
 
 
 def test_unknown_top_level_key_is_refused_before_validation() -> None:
     def get_object(key: str) -> Any:
-        return dev_config().get(key)
+        return stack_config("dev").get(key)
 
-    keys = {f"{PROJECT}:{key}": "x" for key in dev_config()} | {f"{PROJECT}:worker": "{}"}
+    keys = {f"{PROJECT}:{key}": "x" for key in stack_config("dev")} | {f"{PROJECT}:worker": "{}"}
     with pytest.raises(ConfigError, match="unknown key\\(s\\) nativelink-juicefs:worker;"):
         load_settings(get_object, keys)
 
 
 def test_load_settings_reads_each_top_level_key() -> None:
-    config = dev_config()
+    config = stack_config("dev")
     settings = load_settings(config.get, {f"{PROJECT}:{key}": "x" for key in config})
     assert isinstance(settings, Settings)
     assert settings == parse_settings(config)

@@ -1,4 +1,4 @@
-"""Pieces every AWS component here shares: customer-managed KMS keys and IAM policy documents."""
+"""Pieces every AWS component here shares: the aws settings, customer-managed KMS keys and IAM policy documents."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pulumi
 import pulumi_aws as aws
 
 if TYPE_CHECKING:
-    from components.settings import AwsSettings
+    from components.settings import AwsSettings, Settings
+
+
+def require_aws_settings(settings: Settings, user: str) -> AwsSettings:
+    """`settings.aws`, which `user` cannot do without (validation already demands it on platform aws)."""
+    if settings.aws is None:
+        raise ValueError(f"{user} needs aws settings")
+    return settings.aws
 
 
 def kms_key(

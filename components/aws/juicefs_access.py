@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.common import policy_json
+from components.aws.common import policy_json, require_aws_settings
 
 if TYPE_CHECKING:
     from components.settings import Settings
@@ -93,9 +93,7 @@ class JuiceFsS3Access(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:storage:JuiceFsS3Access", name, None, opts)
-        aws_settings = settings.aws
-        if aws_settings is None:
-            raise ValueError("JuiceFsS3Access needs aws settings")
+        aws_settings = require_aws_settings(settings, "JuiceFsS3Access")
         child = pulumi.ResourceOptions(parent=self)
         policy = juicefs_s3_policy(bucket_arn, key_arn, aws_settings.region)
         self.role_arn = None

@@ -8,14 +8,16 @@ from the Kubernetes nodes' security group, where the JuiceFS mount pods and the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_random as random
 
-from components.aws.common import kms_key
+from components.aws.common import kms_key, require_aws_settings
 from components.juicefs.commands import postgres_meta_url, redis_meta_url
+from components.passwords import generated_password
 from components.settings import AwsSettings, ConfigError, Settings
 
 REDIS_PORT = 6379
@@ -60,16 +62,36 @@ def load_ca_bundle(relative_path: str) -> str:
     return pem
 
 
-def _private_security_group(
-    name: str, port: int, what: str, aws_settings: AwsSettings, parent: pulumi.Resource
-) -> aws.ec2.SecurityGroup:
-    """A security group admitting `port` from the nodes' group and nothing else (no egress either)."""
+@dataclass(frozen=True)
+class PrivateNetwork:
+    """Where a metadata engine sits: its subnet group, and the security group admitting only the nodes."""
+
+    subnet_group_name: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+
+
+def _private_network(
+    name: str,
+    what: str,
+    port: int,
+    subnet_group: Callable[..., aws.elasticache.SubnetGroup | aws.rds.SubnetGroup],
+    aws_settings: AwsSettings,
+    parent: pulumi.Resource,
+) -> PrivateNetwork:
+    """A `subnet_group` over aws.subnetIds, and a security group admitting `port` from the nodes' group.
+
+    The security group admits nothing else and has no egress rule.
+    """
     child = pulumi.ResourceOptions(parent=parent)
+    region = aws_settings.region
+    subnets = subnet_group(
+        f"{name}-subnets", description=what, subnet_ids=aws_settings.subnet_ids, region=region, opts=child
+    )
     group = aws.ec2.SecurityGroup(
         f"{name}-sg",
         description=f"{what}: port {port} from the Kubernetes nodes only",
         vpc_id=aws_settings.vpc_id,
-        region=aws_settings.region,
+        region=region,
         opts=child,
     )
     aws.vpc.SecurityGroupIngressRule(
@@ -80,10 +102,10 @@ def _private_security_group(
         ip_protocol="tcp",
         from_port=port,
         to_port=port,
-        region=aws_settings.region,
+        region=region,
         opts=child,
     )
-    return group
+    return PrivateNetwork(subnet_group_name=subnets.name, security_group_id=group.id)
 
 
 class ElastiCacheMetadataEngine(pulumi.ComponentResource):
@@ -95,9 +117,7 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:metadata:ElastiCache", name, None, opts)
-        aws_settings = settings.aws
-        if aws_settings is None:
-            raise ValueError("ElastiCacheMetadataEngine needs aws settings")
+        aws_settings = require_aws_settings(settings, "ElastiCacheMetadataEngine")
         cache = aws_settings.elasticache
         region = aws_settings.region
         tls = aws_settings.metadata_tls
@@ -114,19 +134,12 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             region=region,
             opts=child,
         )
-        subnets = aws.elasticache.SubnetGroup(
-            f"{name}-subnets",
-            description="JuiceFS metadata (ElastiCache)",
-            subnet_ids=aws_settings.subnet_ids,
-            region=region,
-            opts=child,
+        network = _private_network(
+            name, "JuiceFS metadata (ElastiCache)", REDIS_PORT, aws.elasticache.SubnetGroup, aws_settings, self
         )
-        group = _private_security_group(name, REDIS_PORT, "JuiceFS metadata (ElastiCache)", aws_settings, self)
 
-        # ElastiCache AUTH tokens: 16-128 printable characters without @, " or /; letters and digits only.
-        token = random.RandomPassword(f"{name}-auth-token", length=64, special=False, opts=child)
-        secret_token: pulumi.Output[str] = pulumi.Output.secret(token.result)
-        auth_token = secret_token if tls else None
+        # ElastiCache AUTH tokens: 16-128 printable characters without @, " or /.
+        token = generated_password(f"{name}-auth-token", length=64, parent=self)
         replication_group = aws.elasticache.ReplicationGroup(
             f"{name}-redis",
             description="JuiceFS metadata for NativeLink's CAS",
@@ -139,13 +152,13 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             multi_az_enabled=True,
             transit_encryption_enabled=tls,
             transit_encryption_mode="required" if tls else None,
-            auth_token=auth_token,
+            auth_token=token if tls else None,
             auth_token_update_strategy="ROTATE" if tls else None,
             at_rest_encryption_enabled=True,
             kms_key_id=key.arn,
             parameter_group_name=parameters.name,
-            subnet_group_name=subnets.name,
-            security_group_ids=[group.id],
+            subnet_group_name=network.subnet_group_name,
+            security_group_ids=[network.security_group_id],
             snapshot_retention_limit=cache.snapshot_retention_days,
             final_snapshot_identifier=_final_snapshot_name("redis"),
             auto_minor_version_upgrade=True,
@@ -162,7 +175,7 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             )
         )
         # No AUTH without TLS on ElastiCache; an empty password means "none".
-        self.meta_password = pulumi.Output.secret(token.result if tls else "")
+        self.meta_password = token if tls else pulumi.Output.secret("")
         self.ca_bundle_pem: str | None = None
         self.register_outputs({"metaUrl": self.meta_url, "primaryEndpoint": self.primary_endpoint})
 
@@ -178,9 +191,7 @@ class RdsMetadataEngine(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:metadata:RdsPostgres", name, None, opts)
-        aws_settings = settings.aws
-        if aws_settings is None:
-            raise ValueError("RdsMetadataEngine needs aws settings")
+        aws_settings = require_aws_settings(settings, "RdsMetadataEngine")
         rds = aws_settings.rds
         region = aws_settings.region
         tls = aws_settings.metadata_tls
@@ -197,18 +208,12 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             region=region,
             opts=child,
         )
-        subnets = aws.rds.SubnetGroup(
-            f"{name}-subnets",
-            description="JuiceFS metadata (RDS)",
-            subnet_ids=aws_settings.subnet_ids,
-            region=region,
-            opts=child,
+        network = _private_network(
+            name, "JuiceFS metadata (RDS)", POSTGRES_PORT, aws.rds.SubnetGroup, aws_settings, self
         )
-        group = _private_security_group(name, POSTGRES_PORT, "JuiceFS metadata (RDS)", aws_settings, self)
 
-        # Letters and digits: RDS refuses /, @, " and spaces, and URLs need no escaping.
-        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
-        secret_password: pulumi.Output[str] = pulumi.Output.secret(password.result)
+        # RDS refuses /, @, " and spaces in passwords, and URLs need no escaping.
+        password = generated_password(f"{name}-password", length=40, parent=self)
         instance = aws.rds.Instance(
             f"{name}-postgres",
             engine="postgres",
@@ -221,12 +226,12 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             kms_key_id=key.arn,
             db_name=rds.database_name,
             username=rds.username,
-            password=secret_password,
+            password=password,
             port=POSTGRES_PORT,
             multi_az=True,
             publicly_accessible=False,
-            db_subnet_group_name=subnets.name,
-            vpc_security_group_ids=[group.id],
+            db_subnet_group_name=network.subnet_group_name,
+            vpc_security_group_ids=[network.security_group_id],
             parameter_group_name=parameters.name,
             ca_cert_identifier=RDS_CA_CERT_IDENTIFIER,
             backup_retention_period=rds.backup_retention_days,
@@ -254,5 +259,5 @@ class RdsMetadataEngine(pulumi.ComponentResource):
                 )
             )
         )
-        self.meta_password = secret_password
+        self.meta_password = password
         self.register_outputs({"metaUrl": self.meta_url, "address": self.address})

@@ -8,20 +8,22 @@ usable for disaster recovery.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.common import kms_key, policy_json, service_trust_policy
+from components.aws.common import kms_key, policy_json, require_aws_settings, service_trust_policy
 from components.aws.juicefs_access import JuiceFsS3Access
 from components.juicefs.commands import StorageType, s3_bucket_url
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from components.settings import AwsSettings, Settings
+
+# Whatever resource configures a bucket (versioning, encryption, policy, ...).
+BucketSetting = TypeVar("BucketSetting", bound=pulumi.CustomResource)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,6 @@ def _hardened_bucket(
     name: str, bucket_name: str, region: str, aws_settings: AwsSettings, parent: pulumi.Resource
 ) -> HardenedBucket:
     """A bucket with its own KMS key, versioning, no public access, TLS-only policy and version expiry."""
-    child = pulumi.ResourceOptions(parent=parent)
     key = kms_key(f"{name}-key", f"S3 SSE-KMS for {bucket_name}", region, aws_settings, parent)
     bucket = aws.s3.Bucket(
         name,
@@ -44,17 +45,27 @@ def _hardened_bucket(
         # Deleting the bucket deletes the CAS; removing it from the program only forgets it.
         opts=pulumi.ResourceOptions(parent=parent, protect=True, retain_on_delete=True),
     )
-    versioning = aws.s3.BucketVersioning(
-        f"{name}-versioning",
-        bucket=bucket.id,
-        region=region,
-        versioning_configuration={"status": "Enabled"},
-        opts=child,
-    )
-    aws.s3.BucketServerSideEncryptionConfiguration(
-        f"{name}-sse",
-        bucket=bucket.id,
-        region=region,
+
+    def setting(
+        resource: Callable[..., BucketSetting],
+        suffix: str,
+        *,
+        depends_on: Sequence[pulumi.Resource] = (),
+        **inputs: Any,
+    ) -> BucketSetting:
+        """A resource configuring the bucket, registered in the bucket's region."""
+        return resource(
+            f"{name}-{suffix}",
+            bucket=bucket.id,
+            region=region,
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on) or None),
+            **inputs,
+        )
+
+    versioning = setting(aws.s3.BucketVersioning, "versioning", versioning_configuration={"status": "Enabled"})
+    setting(
+        aws.s3.BucketServerSideEncryptionConfiguration,
+        "sse",
         rules=[
             {
                 "apply_server_side_encryption_by_default": {
@@ -65,30 +76,20 @@ def _hardened_bucket(
                 "bucket_key_enabled": True,
             }
         ],
-        opts=child,
     )
     blocked = aws_settings.block_public_access
-    public_access = aws.s3.BucketPublicAccessBlock(
-        f"{name}-public-access",
-        bucket=bucket.id,
-        region=region,
+    public_access = setting(
+        aws.s3.BucketPublicAccessBlock,
+        "public-access",
         block_public_acls=blocked,
         block_public_policy=blocked,
         ignore_public_acls=blocked,
         restrict_public_buckets=blocked,
-        opts=child,
     )
-    aws.s3.BucketOwnershipControls(
-        f"{name}-ownership",
-        bucket=bucket.id,
-        region=region,
-        rule={"object_ownership": "BucketOwnerEnforced"},
-        opts=child,
-    )
-    aws.s3.BucketPolicy(
-        f"{name}-tls-only",
-        bucket=bucket.id,
-        region=region,
+    setting(aws.s3.BucketOwnershipControls, "ownership", rule={"object_ownership": "BucketOwnerEnforced"})
+    setting(
+        aws.s3.BucketPolicy,
+        "tls-only",
         policy=policy_json(
             [
                 {
@@ -102,12 +103,11 @@ def _hardened_bucket(
             ]
         ),
         # S3 rejects policy writes racing the public access block.
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[public_access]),
+        depends_on=[public_access],
     )
-    aws.s3.BucketLifecycleConfiguration(
-        f"{name}-lifecycle",
-        bucket=bucket.id,
-        region=region,
+    setting(
+        aws.s3.BucketLifecycleConfiguration,
+        "lifecycle",
         rules=[
             {
                 "id": "expire-noncurrent-versions",
@@ -119,7 +119,7 @@ def _hardened_bucket(
                 "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
             }
         ],
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[versioning]),
+        depends_on=[versioning],
     )
     return HardenedBucket(bucket=bucket, key=key, versioning=versioning)
 
@@ -171,9 +171,7 @@ def replication_policy(
 
 
 def replica_bucket_name(settings: Settings) -> str:
-    aws_settings = settings.aws
-    if aws_settings is None:
-        raise ValueError("replica_bucket_name needs aws settings")
+    aws_settings = require_aws_settings(settings, "replica_bucket_name")
     if aws_settings.replica_bucket_name is not None:
         return aws_settings.replica_bucket_name
     return f"{settings.juicefs.bucket_name}-{aws_settings.replica_region}"[:63].rstrip("-.")
@@ -193,9 +191,7 @@ class S3ObjectStore(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:storage:S3ObjectStore", name, None, opts)
-        aws_settings = settings.aws
-        if aws_settings is None:
-            raise ValueError("S3ObjectStore needs aws settings")
+        aws_settings = require_aws_settings(settings, "S3ObjectStore")
         region, replica_region = aws_settings.region, aws_settings.replica_region
 
         primary = _hardened_bucket(f"{name}-primary", settings.juicefs.bucket_name, region, aws_settings, self)

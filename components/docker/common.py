@@ -51,6 +51,43 @@ def healthcheck(
     )
 
 
+def service_container(
+    host: str,
+    *,
+    parent: pulumi.Resource,
+    image: pulumi.Input[str],
+    network: pulumi.Input[str],
+    command: list[str],
+    envs: list[pulumi.Input[str]],
+    health_test: list[str],
+    data: docker.Volume,
+    data_dir: str,
+    uploads: list[docker.ContainerUploadArgs] | None = None,
+    ports: list[docker.ContainerPortArgs] | None = None,
+) -> docker.Container:
+    """A long-running service reachable as `host` on the private network, its state on `data`.
+
+    `pulumi up` waits until it is healthy, so what depends on it starts against a ready server.
+    Its envs carry credentials (see `with_secret_envs`).
+    """
+    return docker.Container(
+        host,
+        name=host,
+        image=image,
+        command=command,
+        uploads=uploads,
+        envs=envs,
+        healthcheck=healthcheck(health_test, start_period="30s"),
+        wait=True,
+        mounts=[volume_mount(data.name, data_dir)],
+        ports=ports,
+        networks_advanced=on_network(network, host),
+        restart=RESTART,
+        must_run=True,
+        opts=with_secret_envs(parent),
+    )
+
+
 def stateful_volume(resource_name: str, *, parent: pulumi.Resource, retain: bool) -> docker.Volume:
     """A named volume holding state that must outlive the containers using it.
 

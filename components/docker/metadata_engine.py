@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_docker as docker
-import pulumi_random as random
 
-from components.docker.common import (
-    RESTART,
-    healthcheck,
-    on_network,
-    secret_env,
-    stateful_volume,
-    volume_mount,
-    with_secret_envs,
-)
+from components.docker.common import secret_env, service_container, stateful_volume
 from components.juicefs.commands import redis_meta_url
+from components.passwords import generated_password
 
 REDIS_PORT = 6379
 # Redis DB 0 stays free for anything else; one DB holds exactly one JuiceFS volume.
@@ -60,18 +52,18 @@ class RedisMetadataEngine(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:metadata:RedisContainer", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         self.host = f"{name}-server"
 
-        # Letters and digits only: the password may end up in a URL and in a config line.
-        password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=child)
-        self.meta_password = pulumi.Output.secret(password.result)
+        # The password ends up in a URL and in a config line.
+        self.meta_password = generated_password(f"{name}-password", length=32, parent=self)
         data = stateful_volume(f"{name}-data", parent=self, retain=retain_data)
 
-        self.container = docker.Container(
+        # No ports: only containers on the private network reach Redis.
+        self.container = service_container(
             self.host,
-            name=self.host,
+            parent=self,
             image=image,
+            network=network,
             command=["redis-server", CONFIG_PATH],
             # A file, not argv: argv would show the password in `ps` and `docker inspect`.
             uploads=[
@@ -81,14 +73,9 @@ class RedisMetadataEngine(pulumi.ComponentResource):
             ],
             # redis-cli reads the password from REDISCLI_AUTH, so the check proves auth works.
             envs=[secret_env("REDISCLI_AUTH", self.meta_password)],
-            healthcheck=healthcheck(["CMD-SHELL", "redis-cli ping | grep -q PONG"], start_period="30s"),
-            wait=True,
-            mounts=[volume_mount(data.name, DATA_DIR)],
-            # No ports: only containers on the private network reach Redis.
-            networks_advanced=on_network(network, self.host),
-            restart=RESTART,
-            must_run=True,
-            opts=with_secret_envs(self),
+            health_test=["CMD-SHELL", "redis-cli ping | grep -q PONG"],
+            data=data,
+            data_dir=DATA_DIR,
         )
 
         self.meta_url = pulumi.Output.secret(redis_meta_url(self.host, REDIS_PORT, JUICEFS_DB))

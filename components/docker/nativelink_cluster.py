@@ -9,6 +9,7 @@ import pulumi_docker as docker
 
 from components.docker.common import LOOPBACK, RESTART, env, healthcheck, on_network, volume_mount
 from components.nativelink import layout
+from components.nativelink.clients import bazel_flags
 from components.nativelink.render import Endpoints, render_cluster
 
 if TYPE_CHECKING:
@@ -18,16 +19,6 @@ if TYPE_CHECKING:
 MOUNT_LABEL = "nativelink-juicefs.mount-container"
 # Docker label on each worker naming the container that copied its nativelink binary.
 BINARY_LABEL = "nativelink-juicefs.worker-binary"
-
-
-def bazel_flags(cas_port: int, scheduler_port: int, instance_name: str) -> str:
-    flags = [
-        f"--remote_cache=grpc://{LOOPBACK}:{cas_port}",
-        f"--remote_executor=grpc://{LOOPBACK}:{scheduler_port}",
-    ]
-    if instance_name:
-        flags.append(f"--remote_instance_name={instance_name}")
-    return " ".join(flags)
 
 
 def config_upload(content: str) -> list[docker.ContainerUploadArgs]:
@@ -191,10 +182,12 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
                 )
             )
 
-        self.cas_endpoint = pulumi.Output.from_input(f"grpc://{LOOPBACK}:{published.cas}")
-        self.scheduler_endpoint = pulumi.Output.from_input(f"grpc://{LOOPBACK}:{published.scheduler}")
+        cas_endpoint = f"grpc://{LOOPBACK}:{published.cas}"
+        scheduler_endpoint = f"grpc://{LOOPBACK}:{published.scheduler}"
+        self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
+        self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
         self.bazel_flags = pulumi.Output.from_input(
-            bazel_flags(published.cas, published.scheduler, settings.nativelink.instance_name)
+            bazel_flags(cas_endpoint, scheduler_endpoint, settings.nativelink.instance_name)
         )
         self.register_outputs(
             {

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_docker as docker
-import pulumi_random as random
 
 from components.docker.common import (
     LOOPBACK,
-    RESTART,
-    healthcheck,
     on_network,
     secret_env,
+    service_container,
     stateful_volume,
-    volume_mount,
     with_secret_envs,
 )
 from components.juicefs.commands import StorageType, minio_bucket_url
+from components.passwords import generated_password
 
 API_PORT = 9000
 CONSOLE_PORT = 9001
@@ -50,15 +48,12 @@ class MinioObjectStore(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:storage:MinioContainer", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         self.host = f"{name}-server"
         self.storage = "minio"
 
-        # Generated, never the image's well-known default; letters and digits so they fit in a URL.
-        user = random.RandomPassword(f"{name}-root-user", length=20, special=False, upper=False, opts=child)
-        password = random.RandomPassword(f"{name}-root-password", length=40, special=False, opts=child)
-        self.root_user = pulumi.Output.secret(user.result)
-        self.root_password = pulumi.Output.secret(password.result)
+        # Generated, never the image's well-known default; they end up in a URL.
+        self.root_user = generated_password(f"{name}-root-user", length=20, upper=False, parent=self)
+        self.root_password = generated_password(f"{name}-root-password", length=40, parent=self)
         data = stateful_volume(f"{name}-data", parent=self, retain=retain_data)
 
         # The console is for a person at this machine: loopback only, and only when asked for.
@@ -67,23 +62,20 @@ class MinioObjectStore(pulumi.ComponentResource):
             if console_port is not None
             else []
         )
-        self.server = docker.Container(
+        self.server = service_container(
             self.host,
-            name=self.host,
+            parent=self,
             image=image,
+            network=network,
             command=["server", DATA_DIR, "--console-address", f":{CONSOLE_PORT}"],
             envs=[
                 secret_env("MINIO_ROOT_USER", self.root_user),
                 secret_env("MINIO_ROOT_PASSWORD", self.root_password),
             ],
-            healthcheck=healthcheck(["CMD", "mc", "ready", "local"], start_period="30s"),
-            wait=True,
-            mounts=[volume_mount(data.name, DATA_DIR)],
+            health_test=["CMD", "mc", "ready", "local"],
+            data=data,
+            data_dir=DATA_DIR,
             ports=ports,
-            networks_advanced=on_network(network, self.host),
-            restart=RESTART,
-            must_run=True,
-            opts=with_secret_envs(self),
         )
 
         # One-shot job: `mc` takes the endpoint and credentials from MC_HOST_<alias>, so no secret is

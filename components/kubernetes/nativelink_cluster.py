@@ -21,6 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.nativelink import layout
+from components.nativelink.clients import bazel_flags
 from components.nativelink.render import Endpoints, render_cluster
 
 if TYPE_CHECKING:
@@ -46,17 +47,6 @@ def cluster_endpoints(namespace: str) -> Endpoints:
 
 def config_checksum(config: str) -> str:
     return hashlib.sha256(config.encode()).hexdigest()
-
-
-def bazel_flags(namespace: str, instance_name: str) -> str:
-    flags = [
-        f"--remote_executor=grpc://{service_host(SCHEDULER, namespace)}:{layout.SCHEDULER_PORT}",
-        # The scheduler serves no CAS; blobs go straight to the CAS server.
-        f"--remote_cache=grpc://{service_host(CAS, namespace)}:{layout.CAS_PORT}",
-    ]
-    if instance_name:
-        flags.append(f"--remote_instance_name={instance_name}")
-    return " ".join(flags)
 
 
 def labels(component: str) -> dict[str, str]:
@@ -399,12 +389,13 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 opts=child,
             )
 
-        instance = settings.nativelink.instance_name
-        self.cas_endpoint = pulumi.Output.from_input(f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}")
-        self.scheduler_endpoint = pulumi.Output.from_input(
-            f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}"
+        cas_endpoint = f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}"
+        scheduler_endpoint = f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}"
+        self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
+        self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
+        self.bazel_flags = pulumi.Output.from_input(
+            bazel_flags(cas_endpoint, scheduler_endpoint, settings.nativelink.instance_name)
         )
-        self.bazel_flags = pulumi.Output.from_input(bazel_flags(ns, instance))
         self.register_outputs(
             {
                 "casEndpoint": self.cas_endpoint,

@@ -38,13 +38,13 @@ from .servers import (
     LOOPBACK,
     S3Gateway,
     _check_no_secret_on_argv,
-    _die_with_parent_prefix,
     _pid_alive,
     describe,
     free_port,
     juicefs_binary,
     juicefs_env,
     run_juicefs,
+    spawn_logged,
     tail_file,
     wait_until,
 )
@@ -193,13 +193,8 @@ class ContainerScript:
         if self._proc is not None:
             raise RuntimeError("already started")
         self._log = self.log_file.open("ab")
-        self._proc = subprocess.Popen(
-            [*_die_with_parent_prefix(), "unshare", "--pid", "--fork", "--kill-child", "sh", "-c", self.script],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,
+        self._proc = spawn_logged(
+            ["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", self.script], self._log, env=self.env
         )
         proc = self._proc
         if not wait_until(lambda: bool(_children(proc.pid)), 10, 0.01, alive=lambda: proc.poll() is None):

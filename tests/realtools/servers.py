@@ -120,14 +120,6 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port found")
 
 
-def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def new_secret(nbytes: int = 18) -> str:
     """A random password made of URL- and shell-safe characters."""
     return secrets.token_hex(nbytes)
@@ -263,6 +255,27 @@ def _die_with_parent_prefix() -> list[str]:
     # the kernel kills the server too. setpriv (util-linux) execs the command in place.
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def spawn_logged(
+    argv: Sequence[str | os.PathLike[str]],
+    log: BinaryIO,
+    *,
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """``argv`` in a session of its own that dies with this process, its output appended to ``log``."""
+    return subprocess.Popen(
+        [*_die_with_parent_prefix(), *(os.fspath(a) for a in argv)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(env) if env is not None else None,
+        user=user,
+        group=user,
+        extra_groups=[] if user is not None else None,
+        start_new_session=True,
+    )
 
 
 def fuse_available() -> tuple[bool, str]:
@@ -496,17 +509,7 @@ class ManagedServer:
         user: str | None = None,
     ) -> None:
         self._log_handle = self.log_file.open("ab")
-        self._proc = subprocess.Popen(
-            [*_die_with_parent_prefix(), *(os.fspath(a) for a in argv)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            user=user,
-            group=user,
-            extra_groups=[] if user is not None else None,
-            start_new_session=True,
-        )
+        self._proc = spawn_logged(argv, self._log_handle, env=env, user=user)
 
     def _wait_ready(self, predicate: Callable[[], bool], what: str) -> None:
         if wait_until(predicate, self.start_timeout, alive=lambda: self.running):
@@ -535,6 +538,27 @@ def _terminate(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait(timeout)
+
+
+class MetadataServer(ManagedServer):
+    """A JuiceFS metadata engine with a generated password, which juicefs reads from META_PASSWORD."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.password = new_secret()
+
+    def default_query(self) -> dict[str, str]:
+        """The URL query ``meta_url`` adds unless given another."""
+        return {}
+
+    def _with_query(self, url: str, query: Mapping[str, str] | None) -> str:
+        params = self.default_query() if query is None else dict(query)
+        if params:
+            url += "?" + urllib.parse.urlencode(params, safe="/")
+        return url
+
+    def env(self) -> dict[str, str]:
+        return {"META_PASSWORD": self.password}
 
 
 # --------------------------------------------------------------------------- Redis
@@ -580,7 +604,7 @@ def _resp_read(stream: BinaryIO) -> RespValue:
     raise ConnectionError(f"unexpected RESP reply {line!r}")
 
 
-class RedisServer(ManagedServer):
+class RedisServer(MetadataServer):
     """``redis-server`` with a password, AOF and ``noeviction``, configured by file."""
 
     kind = "redis"
@@ -588,7 +612,6 @@ class RedisServer(ManagedServer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.password = new_secret()
         self._next_db = 1
         self._db_lock = threading.Lock()
         self._binary: Path | None = None
@@ -651,20 +674,10 @@ class RedisServer(ManagedServer):
             self._next_db += 1
             return db
 
-    def default_query(self) -> dict[str, str]:
-        return {}
-
     def meta_url(self, db: int | None = None, query: Mapping[str, str] | None = None) -> str:
         """Metadata URL without credentials; give ``env()`` to juicefs for the password."""
         db = self.allocate_db() if db is None else db
-        params = self.default_query() if query is None else dict(query)
-        url = f"{self.scheme}://{self.host}:{self.port}/{db}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params, safe="/")
-        return url
-
-    def env(self) -> dict[str, str]:
-        return {"META_PASSWORD": self.password}
+        return self._with_query(f"{self.scheme}://{self.host}:{self.port}/{db}", query)
 
 
 class TlsRedisServer(RedisServer):
@@ -761,7 +774,7 @@ def _sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class PostgresServer(ManagedServer):
+class PostgresServer(MetadataServer):
     """A private PostgreSQL cluster with a scram-sha-256 user owning a database.
 
     As root the cluster runs as the ``postgres`` OS user (initdb refuses root).
@@ -776,7 +789,6 @@ class PostgresServer(ManagedServer):
     def __init__(self, user: str = "juicefs", database: str = "juicefs") -> None:
         super().__init__()
         self.user = user
-        self.password = new_secret()
         self.database = database
         self._bindir: Path | None = None
         self._os_user: str | None = None
@@ -949,14 +961,7 @@ class PostgresServer(ManagedServer):
 
     def meta_url(self, database: str | None = None, query: Mapping[str, str] | None = None) -> str:
         """Metadata URL without the password; give ``env()`` to juicefs for it."""
-        params = self.default_query() if query is None else dict(query)
-        url = f"postgres://{self.user}@{self.host}:{self.port}/{database or self.database}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params, safe="/")
-        return url
-
-    def env(self) -> dict[str, str]:
-        return {"META_PASSWORD": self.password}
+        return self._with_query(f"postgres://{self.user}@{self.host}:{self.port}/{database or self.database}", query)
 
 
 class TlsPostgresServer(PostgresServer):

@@ -29,8 +29,8 @@ from components.juicefs.commands import (
     minio_bucket_url,
     redis_meta_url,
 )
-from components.settings import JuiceFsSettings, parse_settings, size_bytes
-from tests.test_settings import dev_config
+from components.settings import JuiceFsSettings, size_bytes
+from tests.stacks import stack_settings
 
 from .container import (
     MountHost,
@@ -57,7 +57,7 @@ class DevVolume:
     """The dev stack's one volume: settings from Pulumi.dev.yaml, Redis metadata, a MinIO-API bucket."""
 
     def __init__(self, redis: RedisServer, gateway: S3Gateway) -> None:
-        self.settings: JuiceFsSettings = parse_settings(dev_config()).juicefs
+        self.settings: JuiceFsSettings = stack_settings("dev").juicefs
         self.redis = redis
         self.gateway = gateway
         self.db = redis.allocate_db()

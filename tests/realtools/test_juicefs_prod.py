@@ -29,8 +29,8 @@ from components.juicefs.commands import (
     postgres_meta_url,
     redis_meta_url,
 )
-from components.settings import JuiceFsSettings, parse_settings
-from tests.test_settings import dev_config, with_value
+from components.settings import JuiceFsSettings
+from tests.stacks import stack_settings
 
 from .container import (
     MountHost,
@@ -58,17 +58,19 @@ CASES = [
 
 def prod_settings(engine: str, algo: str, **juicefs: Any) -> JuiceFsSettings:
     """A prod stack's JuiceFS settings: platform aws, encryption on (the guardrail demands it)."""
-    config = with_value(dev_config(), "platform", "aws")
-    config["aws"] = {
-        "region": "eu-west-1",
-        "replicaRegion": "eu-central-1",
-        "vpcId": "vpc-0123456789abcdef0",
-        "subnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
-        "nodeSecurityGroupId": "sg-0123456789abcdef0",
-        "metadataEngine": engine,
-    }
-    config["juicefs"] = {**config["juicefs"], "encrypt": True, "encryptAlgo": algo, "trashDays": TRASH_DAYS, **juicefs}
-    settings = parse_settings(config)
+    settings = stack_settings(
+        "dev",
+        platform="aws",
+        aws={
+            "region": "eu-west-1",
+            "replicaRegion": "eu-central-1",
+            "vpcId": "vpc-0123456789abcdef0",
+            "subnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+            "nodeSecurityGroupId": "sg-0123456789abcdef0",
+            "metadataEngine": engine,
+        },
+        juicefs={"encrypt": True, "encryptAlgo": algo, "trashDays": TRASH_DAYS, **juicefs},
+    )
     assert settings.platform == "aws" and settings.aws is not None and settings.aws.metadata_engine == engine
     return settings.juicefs
 
