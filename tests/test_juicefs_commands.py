@@ -128,6 +128,21 @@ def test_healthcheck_proves_the_mount_and_the_data_directory() -> None:
     ]
 
 
+def test_mount_script_leaves_a_mount_point_without_juicefs_alone(tmp_path: Path) -> None:
+    """In Docker the mount point is the bind of the host directory: unmounting it hides the mount from the host."""
+    mountpoint, calls, bin_dir = tmp_path / "jfs", tmp_path / "umount-calls", tmp_path / "bin"
+    mountpoint.mkdir()
+    bin_dir.mkdir()
+    (bin_dir / "umount").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "umount").chmod(0o755)
+    fake_mount = ["sh", "-c", f"touch {mountpoint}/.config"]
+    script = mount_script(["true"], fake_mount, str(mountpoint), str(mountpoint / "data"))
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", script], env=env, timeout=30, check=True)
+    assert (mountpoint / "data").is_dir()
+    assert not calls.exists(), calls.read_text()
+
+
 def test_mount_script_outlives_the_mount_process_on_term(tmp_path: Path) -> None:
     """As a container's PID 1 the script must not exit before the mount process has unmounted."""
     mountpoint, unmounted = tmp_path / "jfs", tmp_path / "unmounted"

@@ -154,12 +154,15 @@ def mount_script(format_command: list[str], mount_command: list[str], mountpoint
     otherwise land in the directory underneath a mount that is going away.
     """
     marker = mount_ready_marker(mountpoint)
+    stale = shlex.quote(f" {mountpoint} fuse.juicefs ")
     return (
         "\n".join(
             [
                 "set -eu",
-                # A killed predecessor leaves a dead FUSE mount that would block the new one.
-                f"umount -l {shlex.quote(mountpoint)} 2>/dev/null || true",
+                # A killed predecessor leaves a dead FUSE mount that would block the new one. Clear
+                # only a JuiceFS mount: in Docker the mount point is the bind of the host directory,
+                # and unmounting that would keep the new mount inside the container.
+                f"if grep -qF {stale} /proc/self/mounts; then umount -l {shlex.quote(mountpoint)} || true; fi",
                 # An unreachable metadata engine makes the client retry for minutes; fail, and let the
                 # restart policy try again, instead of hanging with the health check never passing.
                 f"timeout {FORMAT_TIMEOUT_S} {shlex.join(format_command)}",

@@ -3,7 +3,8 @@
 Servers are session-scoped: each one starts in well under a second, and tests keep
 apart by taking their own Redis DB (``allocate_db``), Postgres database
 (``create_database``) or bucket (``create_bucket``).
-A missing system binary fails the test with the install command; only FUSE tests skip.
+A missing system binary fails the test with the install command; only FUSE tests skip, and
+Docker tests when ``dockerd`` is installed but cannot start here.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import TypeVar
 import pytest
 
 from .container import pid_namespaces_available
+from .dockerd import DockerDaemon, host_network_state
 from .servers import (
     ManagedServer,
     MissingDependencyError,
     PostgresServer,
     RedisServer,
     S3Gateway,
+    ServerStartError,
     TlsPostgresServer,
     TlsRedisServer,
     fuse_available,
@@ -77,6 +80,45 @@ def tls_postgres_server(juicefs: Path) -> Iterator[TlsPostgresServer]:
 @pytest.fixture(scope="session")
 def s3_gateway(juicefs: Path) -> Iterator[S3Gateway]:
     yield from _serve(S3Gateway())
+
+
+@pytest.fixture(scope="module")
+def module_redis_server(juicefs: Path) -> Iterator[RedisServer]:
+    """A Redis of the module's own, for replayed specs that fix the DB number (the session one hands it out)."""
+    yield from _serve(RedisServer())
+
+
+@pytest.fixture(scope="module")
+def module_s3_gateway(juicefs: Path) -> Iterator[S3Gateway]:
+    """An S3 gateway of the module's own, for replayed specs that fix the bucket name."""
+    yield from _serve(S3Gateway())
+
+
+@pytest.fixture(scope="module")
+def docker_daemon() -> Iterator[DockerDaemon]:
+    """A private ``dockerd`` (see ``dockerd.py``); fails the test after it if the host network changed."""
+    before = host_network_state()
+    daemon = DockerDaemon()
+    problem = skip = None
+    try:
+        daemon.start()
+    except MissingDependencyError as exc:
+        problem = f"{daemon.kind}: {exc}"
+    except ServerStartError as exc:
+        skip = f"dockerd is installed but cannot start here: {exc}"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    if skip is not None:
+        pytest.skip(skip)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+    after = host_network_state()
+    if after != before:
+        changed = {key: (before.get(key), after.get(key)) for key in before.keys() | after.keys()}
+        changed = {key: pair for key, pair in changed.items() if pair[0] != pair[1]}
+        pytest.fail(f"dockerd changed the host network (before, after): {changed}", pytrace=False)
 
 
 @pytest.fixture
