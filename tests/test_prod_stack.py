@@ -12,6 +12,7 @@ import pytest
 from components.nativelink import layout
 from components.settings import ConfigError, Settings, parse_settings
 from components.stack import StackSecrets
+from tests.graph import input_sources
 from tests.mocks import is_secret, plaintext_strings, reveal
 from tests.stacks import ROOT, TEST_CA_BUNDLE, build, merged, resolve_exports, stack_config, stack_settings
 
@@ -32,6 +33,8 @@ SUPPLIED_MARKERS = ("supplied-kube-token-4711", "supplied-encrypted-rsa-material
 BUCKET = "aws:s3/bucket:Bucket"
 KMS_KEY = "aws:kms/key:Key"
 SECRET = "kubernetes:core/v1:Secret"
+STORAGE_CLASS = "kubernetes:storage.k8s.io/v1:StorageClass"
+CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 
 
 # ---- config
@@ -324,6 +327,22 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     assert claim.inputs["spec"]["resources"] == {"requests": {"storage": settings.kubernetes.cas_volume_size}}
     assert claim.inputs["spec"]["storageClassName"] == "juicefs-nativelink"
     assert claim.inputs["metadata"]["namespace"] == settings.kubernetes.namespace
+
+
+def test_the_claim_outlives_a_replaced_secret_or_storage_class(mocks: RecordingMocks, engine: str) -> None:
+    """The credentials Secret is replaced whenever its data changes (rotated keys, trashDays) and the
+    StorageClass whenever its parameters do. Both have fixed names, so each goes before its replacement
+    comes, and the engine replaces with it whatever takes an input from it: the claim must not, or every
+    such change would fail on the protected claim (or, unprotected, swap the CAS for an empty one)."""
+    build(mocks, prod_settings(engine), supplied_secrets())
+    claim = mocks.one(CLAIM, "juicefs-claim")
+    storage_class = mocks.one(STORAGE_CLASS, "juicefs-storage-class")
+    assert input_sources(mocks, claim, "spec") == set()
+    assert input_sources(mocks, claim, "metadata") == {"nativelink-namespace"}
+    assert input_sources(mocks, storage_class, "parameters") == set()
+    # Still created in order: Secret and driver, then the StorageClass, then the claim.
+    assert {dep._name for dep in storage_class.depends_on} >= {"juicefs-csi-driver", "juicefs-credentials"}
+    assert {dep._name for dep in claim.depends_on} >= {"juicefs-storage-class", "juicefs-credentials"}
 
 
 def test_generated_key_has_no_passphrase_and_is_exported_as_secret(mocks: RecordingMocks) -> None:
