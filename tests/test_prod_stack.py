@@ -295,6 +295,11 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     assert release.inputs["repositoryOpts"] == {"repo": "https://juicedata.github.io/charts/"}
     assert release.inputs["namespace"] == "kube-system"
     assert release.inputs["values"]["defaultMountImage"] == {"ce": settings.versions.juicefs}
+    # The driver's ConfigMap outranks what a PV recorded, so every mount pod runs the pinned client.
+    assert release.inputs["values"]["globalConfig"] == {
+        "enabled": True,
+        "mountPodPatch": [{"ceMountImage": settings.versions.juicefs}],
+    }
     assert release.inputs["values"]["storageClasses"] == []
 
     secret = mocks.one(SECRET, "juicefs-credentials")
@@ -320,7 +325,7 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     for role in ("provisioner", "node-publish"):
         assert parameters[f"csi.storage.k8s.io/{role}-secret-name"] == "juicefs-nativelink-credentials"
         assert parameters[f"csi.storage.k8s.io/{role}-secret-namespace"] == "kube-system"
-    assert parameters["juicefs/mount-image"] == settings.versions.juicefs
+    assert "juicefs/mount-image" not in parameters
 
     claim = mocks.one("kubernetes:core/v1:PersistentVolumeClaim", "juicefs-claim")
     assert claim.inputs["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -380,6 +385,7 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     assert data_mount["mountPropagation"] == "HostToContainer"
     (data_volume,) = [v for v in cas["template"]["spec"]["volumes"] if v["name"] == "cas-data"]
     assert data_volume["persistentVolumeClaim"] == {"claimName": "nativelink-cas"}
+    assert cas["template"]["metadata"]["annotations"]["nativelink-juicefs/mount-image"] == settings.versions.juicefs
 
     scheduler, scheduler_container = workload(mocks, "kubernetes:apps/v1:Deployment", "nativelink-scheduler")
     assert scheduler["replicas"] == 1

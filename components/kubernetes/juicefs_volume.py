@@ -99,8 +99,11 @@ def mount_options(settings: JuiceFsSettings) -> list[str]:
 def csi_chart_values(settings: Settings) -> dict[str, object]:
     return {
         "mountMode": "mountpod",
-        # Mount pods run this client unless a StorageClass says otherwise; ours pins it too.
         "defaultMountImage": {"ce": settings.versions.juicefs},
+        # The driver's ConfigMap outranks the image a PV recorded when it was provisioned, so a new
+        # versions.juicefs reaches the CAS volume too. (Not a StorageClass parameter: the provisioner
+        # copies those into the PV once, which would pin the volume to its first client for good.)
+        "globalConfig": {"enabled": True, "mountPodPatch": [{"ceMountImage": settings.versions.juicefs}]},
         # StorageClasses and Secrets stay out of Helm values, where credentials would be stored.
         "storageClasses": [],
         "dashboard": {"enabled": False},
@@ -236,7 +239,6 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
                 "csi.storage.k8s.io/provisioner-secret-namespace": csi_namespace,
                 "csi.storage.k8s.io/node-publish-secret-name": secret_name,
                 "csi.storage.k8s.io/node-publish-secret-namespace": csi_namespace,
-                "juicefs/mount-image": settings.versions.juicefs,
             }
         )
         storage_class = k8s.storage.v1.StorageClass(
