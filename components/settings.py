@@ -282,21 +282,37 @@ class ContainerResources(_Model):
     memory_limit: K8sQuantity
 
 
+# Each role with its own defaults field by field, so one value can be set without the other three.
+class CasResources(ContainerResources):
+    cpu_request: K8sQuantity = "2"
+    memory_request: K8sQuantity = "4Gi"
+    cpu_limit: K8sQuantity = "4"
+    memory_limit: K8sQuantity = "8Gi"
+
+
+class SchedulerResources(ContainerResources):
+    cpu_request: K8sQuantity = "500m"
+    memory_request: K8sQuantity = "1Gi"
+    cpu_limit: K8sQuantity = "2"
+    memory_limit: K8sQuantity = "2Gi"
+
+
+class WorkerResources(ContainerResources):
+    cpu_request: K8sQuantity = "2"
+    memory_request: K8sQuantity = "4Gi"
+    cpu_limit: K8sQuantity = "4"
+    memory_limit: K8sQuantity = "8Gi"
+
+
 class KubernetesSettings(_Model):
     namespace: DnsLabel = "nativelink"
     csi_namespace: DnsLabel = "kube-system"
     storage_class_name: DnsLabel = "juicefs-nativelink"
     cas_volume_size: K8sQuantity = "500Gi"
     worker_ephemeral_storage: K8sQuantity = "50Gi"
-    cas_resources: ContainerResources = ContainerResources(
-        cpu_request="2", memory_request="4Gi", cpu_limit="4", memory_limit="8Gi"
-    )
-    scheduler_resources: ContainerResources = ContainerResources(
-        cpu_request="500m", memory_request="1Gi", cpu_limit="2", memory_limit="2Gi"
-    )
-    worker_resources: ContainerResources = ContainerResources(
-        cpu_request="2", memory_request="4Gi", cpu_limit="4", memory_limit="8Gi"
-    )
+    cas_resources: CasResources = CasResources()
+    scheduler_resources: SchedulerResources = SchedulerResources()
+    worker_resources: WorkerResources = WorkerResources()
     termination_grace_period_s: int = Field(600, ge=30, le=7200)
     autoscale_max_workers: int | None = Field(None, ge=1, le=1000)
 

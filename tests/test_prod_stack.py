@@ -594,6 +594,20 @@ def test_named_override_admits_the_insecure_setting(overrides: dict[str, Any], o
     prod_settings(**overrides, allowInsecure=[override])
 
 
+def test_one_resource_value_can_be_set_alone() -> None:
+    """`pulumi config set --path kubernetes.casResources.cpuLimit 8` keeps the other three defaults."""
+    default = prod_settings().kubernetes.cas_resources
+    resources = prod_settings(kubernetes={"casResources": {"cpuLimit": "8"}}).kubernetes.cas_resources
+    assert resources.cpu_limit == "8"
+    assert (resources.cpu_request, resources.memory_request, resources.memory_limit) == (
+        default.cpu_request,
+        default.memory_request,
+        default.memory_limit,
+    )
+    worker = prod_settings(kubernetes={"workerResources": {"memoryLimit": "16Gi"}}).kubernetes.worker_resources
+    assert (worker.memory_limit, worker.memory_request) == ("16Gi", "4Gi")
+
+
 def test_plaintext_metadata_override_drops_tls_and_auth(mocks: RecordingMocks) -> None:
     settings = prod_settings(aws={"metadataTls": False}, allowInsecure=["plaintext-metadata"])
     build(mocks, settings, supplied_secrets())
