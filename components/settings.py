@@ -73,9 +73,31 @@ def _data_size(value: str) -> str:
 
 
 def _k8s_quantity(value: str) -> str:
-    if _K8S_QUANTITY_RE.match(value) is None or float(_K8S_QUANTITY_RE.match(value).group(1)) <= 0:  # type: ignore[union-attr]
+    if _K8S_QUANTITY_RE.match(value) is None or quantity_value(value) <= 0:
         raise ValueError(f"{value!r} is not a positive Kubernetes quantity, e.g. '500m', '2', '4Gi'")
     return value
+
+
+_QUANTITY_FACTORS = {
+    "": 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+}
+
+
+def quantity_value(quantity: str) -> float:
+    """The amount a validated K8sQuantity stands for (cores or bytes), for comparing two of them."""
+    match = _K8S_QUANTITY_RE.match(quantity)
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""]
 
 
 def size_bytes(size: str) -> int:
@@ -281,6 +303,13 @@ class ContainerResources(_Model):
     cpu_limit: K8sQuantity
     memory_limit: K8sQuantity
 
+    def request_above_limit(self) -> str | None:
+        """`cpu` or `memory` if its request exceeds its limit (Kubernetes refuses such a container)."""
+        for kind in ("cpu", "memory"):
+            if quantity_value(getattr(self, f"{kind}_request")) > quantity_value(getattr(self, f"{kind}_limit")):
+                return kind
+        return None
+
 
 # Each role with its own defaults field by field, so one value can be set without the other three.
 class CasResources(ContainerResources):
@@ -315,6 +344,22 @@ class KubernetesSettings(_Model):
     worker_resources: WorkerResources = WorkerResources()
     termination_grace_period_s: int = Field(600, ge=30, le=7200)
     autoscale_max_workers: int | None = Field(None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> KubernetesSettings:
+        # The API server would refuse the workload, but only once `pulumi up` is creating it.
+        for field in ("cas_resources", "scheduler_resources", "worker_resources"):
+            resources: ContainerResources = getattr(self, field)
+            kind = resources.request_above_limit()
+            if kind is not None:
+                key = f"kubernetes.{to_camel(field)}"
+                raise SettingError(
+                    f"{key}.{kind}Request",
+                    getattr(resources, f"{kind}_request"),
+                    f"above {key}.{kind}Limit ({getattr(resources, f'{kind}_limit')}); Kubernetes refuses a "
+                    "request above its limit: raise the limit or lower the request",
+                )
+        return self
 
 
 InsecureOverride = Literal["unencrypted-juicefs", "plaintext-metadata", "public-bucket"]

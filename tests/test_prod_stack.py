@@ -574,6 +574,12 @@ def test_no_secret_appears_in_plaintext(mocks: RecordingMocks, engine: str, key_
         ({"aws": {"elasticache": {"engineVersion": "5.0"}}}, "aws.elasticache.engineVersion"),
         ({"juicefs": {"volumeName": "NativeLink"}}, "juicefs.volumeName"),
         ({"allowInsecure": ["everything"]}, "allowInsecure"),
+        # Kubernetes refuses a container whose request is above its limit, but only during `pulumi up`.
+        ({"kubernetes": {"casResources": {"cpuRequest": "6"}}}, "kubernetes.casResources.cpuRequest"),
+        (
+            {"kubernetes": {"workerResources": {"memoryRequest": "9000Mi"}}},
+            "kubernetes.workerResources.memoryRequest",
+        ),
     ],
 )
 def test_insecure_or_inconsistent_settings_are_refused(overrides: dict[str, Any], key: str) -> None:
