@@ -414,6 +414,18 @@ class Settings(_Model):
                     "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
                     "bucket policies or ACLs make objects public",
                 )
+            # A worker's fast store and work directory share one emptyDir of this size. The store's
+            # executable copies (`<content_path>.exec`) are not counted against its size, so it can take
+            # twice fastStoreSize on disk, and the kubelet evicts a pod whose emptyDir outgrows its limit.
+            needed = 2 * size_bytes(self.workers.fast_store_size)
+            if quantity_value(self.kubernetes.worker_ephemeral_storage) < needed:
+                raise SettingError(
+                    "kubernetes.workerEphemeralStorage",
+                    self.kubernetes.worker_ephemeral_storage,
+                    f"below twice workers.fastStoreSize ({self.workers.fast_store_size}): the store can take that "
+                    "much (its executable copies are not counted) and the kubelet evicts a worker whose volume "
+                    "outgrows this; raise it or lower workers.fastStoreSize",
+                )
         maximum = self.kubernetes.autoscale_max_workers
         if maximum is not None and maximum < self.workers.count:
             raise SettingError(

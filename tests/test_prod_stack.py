@@ -580,6 +580,8 @@ def test_no_secret_appears_in_plaintext(mocks: RecordingMocks, engine: str, key_
             {"kubernetes": {"workerResources": {"memoryRequest": "9000Mi"}}},
             "kubernetes.workerResources.memoryRequest",
         ),
+        # The kubelet would evict workers mid-build once their store outgrew the emptyDir.
+        ({"workers": {"fastStoreSize": "70gb"}}, "kubernetes.workerEphemeralStorage"),
     ],
 )
 def test_insecure_or_inconsistent_settings_are_refused(overrides: dict[str, Any], key: str) -> None:
