@@ -20,12 +20,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.nativelink.layout import WORKER_API_PORT
+
 PROJECT = "nativelink-juicefs"
 
 # Tags that move: a preview could not say what would run.
 FLOATING_TAGS = frozenset({"latest", "main", "master", "nightly", "ce-nightly", "edge", "stable", "dev"})
 MIN_NATIVELINK = (1, 6, 6)
-WORKER_API_PORT = 50061
 
 _IMAGE_RE = re.compile(
     r"^(?P<name>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?:\.[a-z0-9-]+(?::[0-9]+)?/[a-z0-9._/-]+)?)"

@@ -13,7 +13,6 @@ from components.docker.juicefs_volume import MOUNTPOINT
 from components.juicefs.commands import mount_healthcheck
 from components.nativelink import layout
 from components.nativelink.render import Endpoints, render_cluster
-from components.settings import WORKER_API_PORT
 from tests.mocks import RecordingMocks, image_id, is_secret, plaintext_strings, reveal
 from tests.stacks import build, build_fresh, resolve_exports, stack_settings
 
@@ -135,7 +134,7 @@ def test_minio_console_is_published_on_loopback_only_when_asked(mocks: Recording
 def test_worker_api_port_is_never_published(dev: RecordingMocks) -> None:
     for record in dev.of_type(CONTAINER):
         for port in reveal(record.inputs).get("ports", []):
-            assert WORKER_API_PORT not in (port["internal"], port.get("external")), record.name
+            assert layout.WORKER_API_PORT not in (port["internal"], port.get("external")), record.name
 
 
 def test_redis_has_no_published_port(dev: RecordingMocks) -> None:
