@@ -239,7 +239,8 @@ class ElastiCacheSettings(_Model):
 
 class RdsSettings(_Model):
     instance_class: str = Field("db.r7g.large", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
-    engine_version: str = Field("16.4", pattern=r"^[0-9]+(\.[0-9]+)?$")
+    # Major only: RDS applies minor upgrades itself (the instance has auto_minor_version_upgrade).
+    engine_version: str = Field("16", pattern=r"^[0-9]+(\.[0-9]+)?$")
     allocated_storage_gb: int = Field(50, ge=20, le=65536)
     max_allocated_storage_gb: int = Field(500, ge=20, le=65536)
     backup_retention_days: int = Field(7, ge=1, le=35)
@@ -248,6 +249,18 @@ class RdsSettings(_Model):
     username: str = Field("juicefs", pattern=r"^[a-z][a-z0-9_]{0,15}$")
     # The RDS CA bundle, committed to the repository (relative to the project root).
     ca_bundle_file: str = Field("certs/rds-global-bundle.pem", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+    @model_validator(mode="after")
+    def _major_version_only(self) -> RdsSettings:
+        if "." in self.engine_version:
+            raise SettingError(
+                "aws.rds.engineVersion",
+                self.engine_version,
+                "pins a minor version, but RDS upgrades minor versions itself in its maintenance window; the "
+                "next `pulumi up` would then try a downgrade, which RDS refuses. Give the major version only, "
+                f"e.g. '{self.engine_version.split('.')[0]}'",
+            )
+        return self
 
     @model_validator(mode="after")
     def _storage_grows(self) -> RdsSettings:

@@ -252,6 +252,8 @@ def test_rds_is_encrypted_protected_private_and_forces_tls(mocks: RecordingMocks
     build(mocks, settings, supplied_secrets())
     inputs = mocks.one("aws:rds/instance:Instance", "metadata-postgres").inputs
     assert inputs["storageEncrypted"] is True
+    # Major only: RDS applies minor upgrades in its maintenance window (autoMinorVersionUpgrade).
+    assert (inputs["engineVersion"], inputs["autoMinorVersionUpgrade"]) == ("16", True)
     assert inputs["kmsKeyId"] == "arn:aws:mock:::metadata-key"
     assert inputs["deletionProtection"] is True
     assert inputs["publiclyAccessible"] is False
@@ -580,6 +582,8 @@ def test_no_secret_appears_in_plaintext(mocks: RecordingMocks, engine: str, key_
             {"kubernetes": {"workerResources": {"memoryRequest": "9000Mi"}}},
             "kubernetes.workerResources.memoryRequest",
         ),
+        # RDS upgrades minors itself; a pinned minor then reads as a downgrade it refuses.
+        ({"aws": {"rds": {"engineVersion": "16.4"}}}, "aws.rds.engineVersion"),
         # The kubelet would evict workers mid-build once their store outgrew the emptyDir.
         ({"workers": {"fastStoreSize": "70gb"}}, "kubernetes.workerEphemeralStorage"),
     ],
