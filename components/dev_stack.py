@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_docker as docker
@@ -12,6 +12,9 @@ from components.docker.metadata_engine import RedisMetadataEngine
 from components.docker.nativelink_cluster import DockerNativeLinkCluster
 from components.docker.object_store import MinioObjectStore
 from components.settings import Settings
+
+if TYPE_CHECKING:
+    from components.interfaces import NativeLinkCluster
 
 
 def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = None) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
         after=ready,
         opts=top(depends_on=ready),
     )
-    cluster = DockerNativeLinkCluster(
+    cluster: NativeLinkCluster = DockerNativeLinkCluster(
         prefix,
         settings=settings,
         image=images["nativelink"].image_id,

@@ -1,7 +1,7 @@
 """What each platform's implementation of a component promises the rest of the program.
 
-The Docker (dev) and AWS/Kubernetes (prod) implementations satisfy the same protocols, so the
-JuiceFS volume and the NativeLink tier are wired the same way on both.
+The Docker (dev) and AWS/Kubernetes (prod) implementations satisfy the same protocols (mypy checks
+it where they are used), so the JuiceFS volume and the NativeLink tier are wired the same way on both.
 """
 
 from __future__ import annotations
@@ -29,12 +29,6 @@ class ObjectStore(Protocol):
     # None where the platform grants access through an identity instead of keys.
     access_key: pulumi.Output[str] | None
     secret_key: pulumi.Output[str] | None
-
-
-class JuiceFsVolume(Protocol):
-    """A formatted JuiceFS volume, mounted where the CAS server can use it."""
-
-    volume_name: pulumi.Output[str]
 
 
 class NativeLinkCluster(Protocol):

@@ -26,6 +26,7 @@ from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster
 from components.settings import PROJECT, Settings
 
 if TYPE_CHECKING:
+    from components.interfaces import NativeLinkCluster
     from components.stack import StackSecrets
 
 
@@ -75,7 +76,7 @@ def build_prod_stack(
         mount_files=mount_files,
         opts=k8s_opts,
     )
-    cluster = KubernetesNativeLinkCluster(
+    cluster: NativeLinkCluster = KubernetesNativeLinkCluster(
         "nativelink",
         settings,
         namespace=namespace,

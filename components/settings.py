@@ -20,12 +20,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.nativelink.layout import WORKER_API_PORT
+
 PROJECT = "nativelink-juicefs"
 
 # Tags that move: a preview could not say what would run.
 FLOATING_TAGS = frozenset({"latest", "main", "master", "nightly", "ce-nightly", "edge", "stable", "dev"})
 MIN_NATIVELINK = (1, 6, 6)
-WORKER_API_PORT = 50061
 
 _IMAGE_RE = re.compile(
     r"^(?P<name>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?:\.[a-z0-9-]+(?::[0-9]+)?/[a-z0-9._/-]+)?)"
@@ -73,9 +74,31 @@ def _data_size(value: str) -> str:
 
 
 def _k8s_quantity(value: str) -> str:
-    if _K8S_QUANTITY_RE.match(value) is None or float(_K8S_QUANTITY_RE.match(value).group(1)) <= 0:  # type: ignore[union-attr]
+    if _K8S_QUANTITY_RE.match(value) is None or quantity_value(value) <= 0:
         raise ValueError(f"{value!r} is not a positive Kubernetes quantity, e.g. '500m', '2', '4Gi'")
     return value
+
+
+_QUANTITY_FACTORS = {
+    "": 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+}
+
+
+def quantity_value(quantity: str) -> float:
+    """The amount a validated K8sQuantity stands for (cores or bytes), for comparing two of them."""
+    match = _K8S_QUANTITY_RE.match(quantity)
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""]
 
 
 def size_bytes(size: str) -> int:
@@ -216,7 +239,8 @@ class ElastiCacheSettings(_Model):
 
 class RdsSettings(_Model):
     instance_class: str = Field("db.r7g.large", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
-    engine_version: str = Field("16.4", pattern=r"^[0-9]+(\.[0-9]+)?$")
+    # Major only: RDS applies minor upgrades itself (the instance has auto_minor_version_upgrade).
+    engine_version: str = Field("16", pattern=r"^[0-9]+(\.[0-9]+)?$")
     allocated_storage_gb: int = Field(50, ge=20, le=65536)
     max_allocated_storage_gb: int = Field(500, ge=20, le=65536)
     backup_retention_days: int = Field(7, ge=1, le=35)
@@ -225,6 +249,18 @@ class RdsSettings(_Model):
     username: str = Field("juicefs", pattern=r"^[a-z][a-z0-9_]{0,15}$")
     # The RDS CA bundle, committed to the repository (relative to the project root).
     ca_bundle_file: str = Field("certs/rds-global-bundle.pem", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+    @model_validator(mode="after")
+    def _major_version_only(self) -> RdsSettings:
+        if "." in self.engine_version:
+            raise SettingError(
+                "aws.rds.engineVersion",
+                self.engine_version,
+                "pins a minor version, but RDS upgrades minor versions itself in its maintenance window; the "
+                "next `pulumi up` would then try a downgrade, which RDS refuses. Give the major version only, "
+                f"e.g. '{self.engine_version.split('.')[0]}'",
+            )
+        return self
 
     @model_validator(mode="after")
     def _storage_grows(self) -> RdsSettings:
@@ -281,6 +317,35 @@ class ContainerResources(_Model):
     cpu_limit: K8sQuantity
     memory_limit: K8sQuantity
 
+    def request_above_limit(self) -> str | None:
+        """`cpu` or `memory` if its request exceeds its limit (Kubernetes refuses such a container)."""
+        for kind in ("cpu", "memory"):
+            if quantity_value(getattr(self, f"{kind}_request")) > quantity_value(getattr(self, f"{kind}_limit")):
+                return kind
+        return None
+
+
+# Each role with its own defaults field by field, so one value can be set without the other three.
+class CasResources(ContainerResources):
+    cpu_request: K8sQuantity = "2"
+    memory_request: K8sQuantity = "4Gi"
+    cpu_limit: K8sQuantity = "4"
+    memory_limit: K8sQuantity = "8Gi"
+
+
+class SchedulerResources(ContainerResources):
+    cpu_request: K8sQuantity = "500m"
+    memory_request: K8sQuantity = "1Gi"
+    cpu_limit: K8sQuantity = "2"
+    memory_limit: K8sQuantity = "2Gi"
+
+
+class WorkerResources(ContainerResources):
+    cpu_request: K8sQuantity = "2"
+    memory_request: K8sQuantity = "4Gi"
+    cpu_limit: K8sQuantity = "4"
+    memory_limit: K8sQuantity = "8Gi"
+
 
 class KubernetesSettings(_Model):
     namespace: DnsLabel = "nativelink"
@@ -288,17 +353,27 @@ class KubernetesSettings(_Model):
     storage_class_name: DnsLabel = "juicefs-nativelink"
     cas_volume_size: K8sQuantity = "500Gi"
     worker_ephemeral_storage: K8sQuantity = "50Gi"
-    cas_resources: ContainerResources = ContainerResources(
-        cpu_request="2", memory_request="4Gi", cpu_limit="4", memory_limit="8Gi"
-    )
-    scheduler_resources: ContainerResources = ContainerResources(
-        cpu_request="500m", memory_request="1Gi", cpu_limit="2", memory_limit="2Gi"
-    )
-    worker_resources: ContainerResources = ContainerResources(
-        cpu_request="2", memory_request="4Gi", cpu_limit="4", memory_limit="8Gi"
-    )
+    cas_resources: CasResources = CasResources()
+    scheduler_resources: SchedulerResources = SchedulerResources()
+    worker_resources: WorkerResources = WorkerResources()
     termination_grace_period_s: int = Field(600, ge=30, le=7200)
     autoscale_max_workers: int | None = Field(None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> KubernetesSettings:
+        # The API server would refuse the workload, but only once `pulumi up` is creating it.
+        for field in ("cas_resources", "scheduler_resources", "worker_resources"):
+            resources: ContainerResources = getattr(self, field)
+            kind = resources.request_above_limit()
+            if kind is not None:
+                key = f"kubernetes.{to_camel(field)}"
+                raise SettingError(
+                    f"{key}.{kind}Request",
+                    getattr(resources, f"{kind}_request"),
+                    f"above {key}.{kind}Limit ({getattr(resources, f'{kind}_limit')}); Kubernetes refuses a "
+                    "request above its limit: raise the limit or lower the request",
+                )
+        return self
 
 
 InsecureOverride = Literal["unencrypted-juicefs", "plaintext-metadata", "public-bucket"]
@@ -352,6 +427,18 @@ class Settings(_Model):
                     False,
                     "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
                     "bucket policies or ACLs make objects public",
+                )
+            # A worker's fast store and work directory share one emptyDir of this size. The store's
+            # executable copies (`<content_path>.exec`) are not counted against its size, so it can take
+            # twice fastStoreSize on disk, and the kubelet evicts a pod whose emptyDir outgrows its limit.
+            needed = 2 * size_bytes(self.workers.fast_store_size)
+            if quantity_value(self.kubernetes.worker_ephemeral_storage) < needed:
+                raise SettingError(
+                    "kubernetes.workerEphemeralStorage",
+                    self.kubernetes.worker_ephemeral_storage,
+                    f"below twice workers.fastStoreSize ({self.workers.fast_store_size}): the store can take that "
+                    "much (its executable copies are not counted) and the kubelet evicts a worker whose volume "
+                    "outgrows this; raise it or lower workers.fastStoreSize",
                 )
         maximum = self.kubernetes.autoscale_max_workers
         if maximum is not None and maximum < self.workers.count:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
-from components.settings import PROJECT, Settings, load_settings
+from components.settings import PROJECT, ConfigError, Settings, load_settings
 
 # Secret config keys; set them with `pulumi config set --secret <key> ...`.
 KUBECONFIG = "kubeconfig"
@@ -36,8 +36,35 @@ def _decode(value: str | None) -> Any:
         return value
 
 
+def check_secrecy(keys: Iterable[str], is_secret: Callable[[str], bool] = pulumi.runtime.is_config_secret) -> None:
+    """Refuse a credential stored in plain text and a setting stored as a secret, naming the key.
+
+    The first would sit readable in Pulumi.<stack>.yaml. The second is read as a plain setting (it
+    goes into resource names, inputs and stack outputs), so its encryption would protect nothing.
+    """
+    prefix = f"{PROJECT}:"
+    problems = []
+    for full_key in sorted(key for key in keys if key.startswith(prefix)):
+        key = full_key.removeprefix(prefix)
+        if key in SECRET_KEYS and not is_secret(full_key):
+            problems.append(
+                f"{full_key}: stored in plain text in the stack file, but it is a credential; "
+                f"`pulumi config rm {key}`, then set it again with `pulumi config set --secret {key} ...`"
+            )
+        elif key not in SECRET_KEYS and is_secret(full_key):
+            problems.append(
+                f"{full_key}: stored as a secret, but it is a plain setting that ends up in resource inputs "
+                "and stack outputs in plain text; set it without --secret (credentials are only "
+                f"{', '.join(SECRET_KEYS)})"
+            )
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        raise ConfigError(f"invalid stack config ({len(problems)} problem(s)):\n{listed}")
+
+
 def read_settings(config: pulumi.Config, all_config: Mapping[str, str]) -> Settings:
     """Validate this stack's config; raises ConfigError before any resource exists."""
+    check_secrecy(all_config)
     secret_keys = {f"{PROJECT}:{key}" for key in SECRET_KEYS}
     plain = {key: value for key, value in all_config.items() if key not in secret_keys}
     return load_settings(lambda key: _decode(config.get(key)), plain)

@@ -85,3 +85,15 @@ def longest_chain(graph: dict[int, set[int]]) -> int:
         return depth[node]
 
     return max((visit(node, frozenset()) for node in graph), default=0)
+
+
+def input_sources(mocks: RecordingMocks, record: Recorded, key: str) -> set[str]:
+    """Names of the recorded resources the input `key` of `record` is computed from (through Outputs).
+
+    These are the engine's property dependencies. When a resource is deleted before it is replaced (a
+    Kubernetes object or Docker container with a fixed name, for example), the engine also replaces each
+    resource with an input computed from it that forces a replacement; `depends_on` only orders the two.
+    """
+    found = asyncio.get_event_loop().run_until_complete(_input_resources(record.props.get(key)))
+    names = {id(other.resource): other.name for other in mocks.resources if other.resource is not None}
+    return {names[id(resource)] for resource in found if id(resource) in names}

@@ -27,7 +27,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from components.nativelink import layout
 from components.nativelink.render import Endpoints, render_cluster
-from components.settings import _IMAGE_RE, FLOATING_TAGS, WORKER_API_PORT, _pinned_image
+from components.settings import _IMAGE_RE, FLOATING_TAGS, _pinned_image
 from tests.mocks import RecordingMocks, is_secret, reveal
 from tests.policy_harness import (
     Violation,
@@ -109,7 +109,7 @@ def test_image_rules_are_the_programs() -> None:
 
 
 def test_worker_api_port_is_the_programs() -> None:
-    assert pack.WORKER_API_PORT == WORKER_API_PORT == layout.WORKER_API_PORT
+    assert pack.WORKER_API_PORT == layout.WORKER_API_PORT
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_dev_scheduler_published_beyond_loopback_is_flagged(dev: RecordingMocks)
 def test_dev_scheduler_publishing_the_worker_api_is_flagged(dev: RecordingMocks) -> None:
     record = dev.one(DOCKER, "nativelink-scheduler")
     inputs = reveal(record.inputs)
-    inputs["ports"].append({"internal": WORKER_API_PORT, "external": WORKER_API_PORT, "ip": "127.0.0.1"})
+    inputs["ports"].append({"internal": layout.WORKER_API_PORT, "external": layout.WORKER_API_PORT, "ip": "127.0.0.1"})
     (violation,) = run(BY_NAME["worker-api-port-not-exposed"], recorded_args(record, inputs))
     assert "50061" in violation.message
 

@@ -12,6 +12,7 @@ import pytest
 from components.nativelink import layout
 from components.settings import ConfigError, Settings, parse_settings
 from components.stack import StackSecrets
+from tests.graph import input_sources
 from tests.mocks import is_secret, plaintext_strings, reveal
 from tests.stacks import ROOT, TEST_CA_BUNDLE, build, merged, resolve_exports, stack_config, stack_settings
 
@@ -32,6 +33,8 @@ SUPPLIED_MARKERS = ("supplied-kube-token-4711", "supplied-encrypted-rsa-material
 BUCKET = "aws:s3/bucket:Bucket"
 KMS_KEY = "aws:kms/key:Key"
 SECRET = "kubernetes:core/v1:Secret"
+STORAGE_CLASS = "kubernetes:storage.k8s.io/v1:StorageClass"
+CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 
 
 # ---- config
@@ -249,6 +252,8 @@ def test_rds_is_encrypted_protected_private_and_forces_tls(mocks: RecordingMocks
     build(mocks, settings, supplied_secrets())
     inputs = mocks.one("aws:rds/instance:Instance", "metadata-postgres").inputs
     assert inputs["storageEncrypted"] is True
+    # Major only: RDS applies minor upgrades in its maintenance window (autoMinorVersionUpgrade).
+    assert (inputs["engineVersion"], inputs["autoMinorVersionUpgrade"]) == ("16", True)
     assert inputs["kmsKeyId"] == "arn:aws:mock:::metadata-key"
     assert inputs["deletionProtection"] is True
     assert inputs["publiclyAccessible"] is False
@@ -292,6 +297,11 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     assert release.inputs["repositoryOpts"] == {"repo": "https://juicedata.github.io/charts/"}
     assert release.inputs["namespace"] == "kube-system"
     assert release.inputs["values"]["defaultMountImage"] == {"ce": settings.versions.juicefs}
+    # The driver's ConfigMap outranks what a PV recorded, so every mount pod runs the pinned client.
+    assert release.inputs["values"]["globalConfig"] == {
+        "enabled": True,
+        "mountPodPatch": [{"ceMountImage": settings.versions.juicefs}],
+    }
     assert release.inputs["values"]["storageClasses"] == []
 
     secret = mocks.one(SECRET, "juicefs-credentials")
@@ -317,13 +327,29 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     for role in ("provisioner", "node-publish"):
         assert parameters[f"csi.storage.k8s.io/{role}-secret-name"] == "juicefs-nativelink-credentials"
         assert parameters[f"csi.storage.k8s.io/{role}-secret-namespace"] == "kube-system"
-    assert parameters["juicefs/mount-image"] == settings.versions.juicefs
+    assert "juicefs/mount-image" not in parameters
 
     claim = mocks.one("kubernetes:core/v1:PersistentVolumeClaim", "juicefs-claim")
     assert claim.inputs["spec"]["accessModes"] == ["ReadWriteMany"]
     assert claim.inputs["spec"]["resources"] == {"requests": {"storage": settings.kubernetes.cas_volume_size}}
     assert claim.inputs["spec"]["storageClassName"] == "juicefs-nativelink"
     assert claim.inputs["metadata"]["namespace"] == settings.kubernetes.namespace
+
+
+def test_the_claim_outlives_a_replaced_secret_or_storage_class(mocks: RecordingMocks, engine: str) -> None:
+    """The credentials Secret is replaced whenever its data changes (rotated keys, trashDays) and the
+    StorageClass whenever its parameters do. Both have fixed names, so each goes before its replacement
+    comes, and the engine replaces with it whatever takes an input from it: the claim must not, or every
+    such change would fail on the protected claim (or, unprotected, swap the CAS for an empty one)."""
+    build(mocks, prod_settings(engine), supplied_secrets())
+    claim = mocks.one(CLAIM, "juicefs-claim")
+    storage_class = mocks.one(STORAGE_CLASS, "juicefs-storage-class")
+    assert input_sources(mocks, claim, "spec") == set()
+    assert input_sources(mocks, claim, "metadata") == {"nativelink-namespace"}
+    assert input_sources(mocks, storage_class, "parameters") == set()
+    # Still created in order: Secret and driver, then the StorageClass, then the claim.
+    assert {dep._name for dep in storage_class.depends_on} >= {"juicefs-csi-driver", "juicefs-credentials"}
+    assert {dep._name for dep in claim.depends_on} >= {"juicefs-storage-class", "juicefs-credentials"}
 
 
 def test_generated_key_has_no_passphrase_and_is_exported_as_secret(mocks: RecordingMocks) -> None:
@@ -361,6 +387,7 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     assert data_mount["mountPropagation"] == "HostToContainer"
     (data_volume,) = [v for v in cas["template"]["spec"]["volumes"] if v["name"] == "cas-data"]
     assert data_volume["persistentVolumeClaim"] == {"claimName": "nativelink-cas"}
+    assert cas["template"]["metadata"]["annotations"]["nativelink-juicefs/mount-image"] == settings.versions.juicefs
 
     scheduler, scheduler_container = workload(mocks, "kubernetes:apps/v1:Deployment", "nativelink-scheduler")
     assert scheduler["replicas"] == 1
@@ -549,6 +576,16 @@ def test_no_secret_appears_in_plaintext(mocks: RecordingMocks, engine: str, key_
         ({"aws": {"elasticache": {"engineVersion": "5.0"}}}, "aws.elasticache.engineVersion"),
         ({"juicefs": {"volumeName": "NativeLink"}}, "juicefs.volumeName"),
         ({"allowInsecure": ["everything"]}, "allowInsecure"),
+        # Kubernetes refuses a container whose request is above its limit, but only during `pulumi up`.
+        ({"kubernetes": {"casResources": {"cpuRequest": "6"}}}, "kubernetes.casResources.cpuRequest"),
+        (
+            {"kubernetes": {"workerResources": {"memoryRequest": "9000Mi"}}},
+            "kubernetes.workerResources.memoryRequest",
+        ),
+        # RDS upgrades minors itself; a pinned minor then reads as a downgrade it refuses.
+        ({"aws": {"rds": {"engineVersion": "16.4"}}}, "aws.rds.engineVersion"),
+        # The kubelet would evict workers mid-build once their store outgrew the emptyDir.
+        ({"workers": {"fastStoreSize": "70gb"}}, "kubernetes.workerEphemeralStorage"),
     ],
 )
 def test_insecure_or_inconsistent_settings_are_refused(overrides: dict[str, Any], key: str) -> None:
@@ -567,6 +604,20 @@ def test_insecure_or_inconsistent_settings_are_refused(overrides: dict[str, Any]
 )
 def test_named_override_admits_the_insecure_setting(overrides: dict[str, Any], override: str) -> None:
     prod_settings(**overrides, allowInsecure=[override])
+
+
+def test_one_resource_value_can_be_set_alone() -> None:
+    """`pulumi config set --path kubernetes.casResources.cpuLimit 8` keeps the other three defaults."""
+    default = prod_settings().kubernetes.cas_resources
+    resources = prod_settings(kubernetes={"casResources": {"cpuLimit": "8"}}).kubernetes.cas_resources
+    assert resources.cpu_limit == "8"
+    assert (resources.cpu_request, resources.memory_request, resources.memory_limit) == (
+        default.cpu_request,
+        default.memory_request,
+        default.memory_limit,
+    )
+    worker = prod_settings(kubernetes={"workerResources": {"memoryLimit": "16Gi"}}).kubernetes.worker_resources
+    assert (worker.memory_limit, worker.memory_request) == ("16Gi", "4Gi")
 
 
 def test_plaintext_metadata_override_drops_tls_and_auth(mocks: RecordingMocks) -> None:

@@ -15,6 +15,7 @@ NEXT_NATIVELINK = {
     "nativelink": "ghcr.io/tracemachina/nativelink:v1.6.7",
     "nativelinkWorkerInit": "ghcr.io/tracemachina/nativelink-worker-init:v1.6.7",
 }
+NEXT_JUICEFS = {"juicefs": "juicedata/mount:ce-v1.4.3"}
 
 
 def snapshot(mocks: RecordingMocks) -> dict[tuple[str, str], Any]:
@@ -79,3 +80,12 @@ def test_prod_nativelink_version_touches_only_what_runs_nativelink(mocks: Record
         "nativelink-scheduler",
         "nativelink-worker",
     }
+
+
+def test_prod_juicefs_version_reaches_the_cas_mount_and_nothing_else(mocks: RecordingMocks) -> None:
+    """The CSI driver's config carries the client image, and the CAS server rolls so its mount pod is
+    recreated with it. The StorageClass stays put: the provisioner copies its parameters into the PV
+    once, so an image there would pin the CAS volume to the first release for good."""
+    build(mocks, stack_settings("prod"))
+    bumped = build_fresh(stack_settings("prod", versions=NEXT_JUICEFS))
+    assert changed(snapshot(mocks), snapshot(bumped)) == {"juicefs-csi-driver", "nativelink-cas"}

@@ -99,8 +99,11 @@ def mount_options(settings: JuiceFsSettings) -> list[str]:
 def csi_chart_values(settings: Settings) -> dict[str, object]:
     return {
         "mountMode": "mountpod",
-        # Mount pods run this client unless a StorageClass says otherwise; ours pins it too.
         "defaultMountImage": {"ce": settings.versions.juicefs},
+        # The driver's ConfigMap outranks the image a PV recorded when it was provisioned, so a new
+        # versions.juicefs reaches the CAS volume too. (Not a StorageClass parameter: the provisioner
+        # copies those into the PV once, which would pin the volume to its first client for good.)
+        "globalConfig": {"enabled": True, "mountPodPatch": [{"ceMountImage": settings.versions.juicefs}]},
         # StorageClasses and Secrets stay out of Helm values, where credentials would be stored.
         "storageClasses": [],
         "dashboard": {"enabled": False},
@@ -150,7 +153,12 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             opts=child,
         )
 
+        # The StorageClass and the claim name what they use as plain strings and wait for it through
+        # depends_on. The Secret is replaced whenever its data changes and the StorageClass whenever its
+        # parameters do (fixed names: the old one goes first), and the engine would then also replace
+        # every resource with an input computed from them, the protected claim holding the CAS included.
         parameters: dict[str, pulumi.Input[str]] = {}
+        uses: list[pulumi.Resource] = [release]
         if mount_role_arn is not None:
             account = k8s.core.v1.ServiceAccount(
                 f"{name}-mount-sa",
@@ -162,7 +170,8 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
                 automount_service_account_token=False,
                 opts=child,
             )
-            parameters["juicefs/mount-service-account"] = account.metadata.name
+            parameters["juicefs/mount-service-account"] = MOUNT_SERVICE_ACCOUNT
+            uses.append(account)
 
         secret_name = f"{kube.storage_class_name}-credentials"
         configs: dict[str, str] = {}
@@ -226,11 +235,10 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
 
         parameters.update(
             {
-                "csi.storage.k8s.io/provisioner-secret-name": secret.metadata.name,
+                "csi.storage.k8s.io/provisioner-secret-name": secret_name,
                 "csi.storage.k8s.io/provisioner-secret-namespace": csi_namespace,
-                "csi.storage.k8s.io/node-publish-secret-name": secret.metadata.name,
+                "csi.storage.k8s.io/node-publish-secret-name": secret_name,
                 "csi.storage.k8s.io/node-publish-secret-namespace": csi_namespace,
-                "juicefs/mount-image": settings.versions.juicefs,
             }
         )
         storage_class = k8s.storage.v1.StorageClass(
@@ -243,17 +251,17 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             allow_volume_expansion=True,
             parameters=parameters,
             mount_options=mount_options(settings.juicefs),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*uses, secret]),
         )
         claim = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-claim",
             metadata={"name": CLAIM_NAME, "namespace": namespace.metadata.name},
             spec={
                 "access_modes": ["ReadWriteMany"],
-                "storage_class_name": storage_class.metadata.name,
+                "storage_class_name": kube.storage_class_name,
                 "resources": {"requests": {"storage": kube.cas_volume_size}},
             },
-            opts=pulumi.ResourceOptions(parent=self, protect=True, depends_on=[release, secret]),
+            opts=pulumi.ResourceOptions(parent=self, protect=True, depends_on=[release, secret, storage_class]),
         )
 
         self.volume_name = pulumi.Output.from_input(settings.juicefs.volume_name)

@@ -33,6 +33,9 @@ WORKER_API = "nativelink-worker-api"
 WORKER = "nativelink-worker"
 CONFIG_KEY = "config.json5"
 CHECKSUM_ANNOTATION = "checksum/config"
+# On the CAS pod: the JuiceFS client its mount pod runs. A mount pod keeps its image for life and is
+# recreated only with the pods using it, so a new client rolls the CAS server.
+MOUNT_IMAGE_ANNOTATION = "nativelink-juicefs/mount-image"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
 
@@ -184,8 +187,11 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 opts=child,
             )
 
-        def template_metadata(component: str, text: str) -> Any:
-            return {"labels": labels(component), "annotations": {CHECKSUM_ANNOTATION: config_checksum(text)}}
+        def template_metadata(component: str, text: str, extra: dict[str, str] | None = None) -> Any:
+            return {
+                "labels": labels(component),
+                "annotations": {CHECKSUM_ANNOTATION: config_checksum(text), **(extra or {})},
+            }
 
         def service(resource: str, service_name: str, component: str, port_name: str, port: int) -> None:
             k8s.core.v1.Service(
@@ -237,7 +243,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 "selector": {"match_labels": labels("cas")},
                 "update_strategy": {"type": "RollingUpdate"},
                 "template": {
-                    "metadata": template_metadata("cas", cas_text),
+                    "metadata": template_metadata("cas", cas_text, {MOUNT_IMAGE_ANNOTATION: settings.versions.juicefs}),
                     "spec": _pod_spec(
                         settings,
                         cas_container,
