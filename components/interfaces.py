@@ -2,6 +2,9 @@
 
 The Docker (dev) and AWS/Kubernetes (prod) implementations satisfy the same protocols (mypy checks
 it where they are used), so the JuiceFS volume and the NativeLink tier are wired the same way on both.
+The JuiceFS volume itself has no shared protocol beyond its `volume_name`: what the CAS server needs
+from it is platform-specific (a host directory and the mount container on Docker, a claim on
+Kubernetes), and each NativeLink tier takes its own platform's volume.
 """
 
 from __future__ import annotations
