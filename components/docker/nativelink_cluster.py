@@ -9,7 +9,7 @@ import pulumi_docker as docker
 
 from components.docker.common import LOOPBACK, RESTART, env, healthcheck, on_network, volume_mount
 from components.nativelink import layout
-from components.nativelink.clients import bazel_flags
+from components.nativelink.clients import client_outputs
 from components.nativelink.render import Endpoints, render_cluster
 
 if TYPE_CHECKING:
@@ -182,17 +182,12 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
                 )
             )
 
-        cas_endpoint = f"grpc://{LOOPBACK}:{published.cas}"
-        scheduler_endpoint = f"grpc://{LOOPBACK}:{published.scheduler}"
-        self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
-        self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
-        self.bazel_flags = pulumi.Output.from_input(
-            bazel_flags(cas_endpoint, scheduler_endpoint, settings.nativelink.instance_name)
+        outputs = client_outputs(
+            f"grpc://{LOOPBACK}:{published.cas}",
+            f"grpc://{LOOPBACK}:{published.scheduler}",
+            settings.nativelink.instance_name,
         )
-        self.register_outputs(
-            {
-                "cas_endpoint": self.cas_endpoint,
-                "scheduler_endpoint": self.scheduler_endpoint,
-                "bazel_flags": self.bazel_flags,
-            }
-        )
+        self.cas_endpoint = outputs["cas_endpoint"]
+        self.scheduler_endpoint = outputs["scheduler_endpoint"]
+        self.bazel_flags = outputs["bazel_flags"]
+        self.register_outputs(outputs)

@@ -21,7 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.nativelink import layout
-from components.nativelink.clients import bazel_flags
+from components.nativelink.clients import client_outputs
 from components.nativelink.render import Endpoints, render_cluster
 
 if TYPE_CHECKING:
@@ -395,17 +395,12 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 opts=child,
             )
 
-        cas_endpoint = f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}"
-        scheduler_endpoint = f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}"
-        self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
-        self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
-        self.bazel_flags = pulumi.Output.from_input(
-            bazel_flags(cas_endpoint, scheduler_endpoint, settings.nativelink.instance_name)
+        outputs = client_outputs(
+            f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}",
+            f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}",
+            settings.nativelink.instance_name,
         )
-        self.register_outputs(
-            {
-                "casEndpoint": self.cas_endpoint,
-                "schedulerEndpoint": self.scheduler_endpoint,
-                "bazelFlags": self.bazel_flags,
-            }
-        )
+        self.cas_endpoint = outputs["cas_endpoint"]
+        self.scheduler_endpoint = outputs["scheduler_endpoint"]
+        self.bazel_flags = outputs["bazel_flags"]
+        self.register_outputs(outputs)
