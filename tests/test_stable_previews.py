@@ -37,55 +37,55 @@ def test_same_config_gives_identical_inputs(mocks: RecordingMocks, stack: str) -
     assert len(mocks.resources) > 30
 
 
-def test_dev_worker_count_touches_only_workers(mocks: RecordingMocks) -> None:
-    build(mocks, stack_settings("dev"))
-    more = build_fresh(stack_settings("dev", workers={"count": 5}))
-    assert changed(snapshot(mocks), snapshot(more)) == {
-        "nativelink-worker-3",
-        "nativelink-worker-3-data",
-        "nativelink-worker-4",
-        "nativelink-worker-4-data",
-    }
+# (stack, the one setting changed, the resources a preview must show as changed)
+ONE_SETTING = [
+    pytest.param(
+        "dev",
+        {"workers": {"count": 5}},
+        {"nativelink-worker-3", "nativelink-worker-3-data", "nativelink-worker-4", "nativelink-worker-4-data"},
+        id="dev-worker-count",
+    ),
+    pytest.param("prod", {"workers": {"count": 5}}, {"nativelink-worker"}, id="prod-worker-count"),
+    pytest.param(
+        "dev",
+        {"versions": NEXT_NATIVELINK},
+        {
+            "nativelink-nativelink-image",
+            "nativelink-nativelink-worker-init-image",
+            "nativelink-cas",
+            "nativelink-scheduler",
+            "nativelink-worker-binary",
+        },
+        id="dev-nativelink-version",
+    ),
+    pytest.param(
+        "prod",
+        {"versions": NEXT_NATIVELINK},
+        {"nativelink-cas", "nativelink-scheduler", "nativelink-worker"},
+        id="prod-nativelink-version",
+    ),
+    # The CSI driver's config carries the client image, and the CAS server rolls so its mount pod is
+    # recreated with it. The StorageClass stays put: the provisioner copies its parameters into the PV
+    # once, so an image there would pin the CAS volume to the first release for good.
+    pytest.param("prod", {"versions": NEXT_JUICEFS}, {"juicefs-csi-driver", "nativelink-cas"}, id="prod-juicefs"),
+]
 
 
-def test_prod_worker_count_touches_only_the_worker_deployment(mocks: RecordingMocks) -> None:
-    build(mocks, stack_settings("prod"))
-    more = build_fresh(stack_settings("prod", workers={"count": 5}))
-    assert changed(snapshot(mocks), snapshot(more)) == {"nativelink-worker"}
+@pytest.mark.parametrize("stack, setting, expected", ONE_SETTING)
+def test_one_setting_changes_only_its_resources(
+    mocks: RecordingMocks, stack: str, setting: dict[str, Any], expected: set[str]
+) -> None:
+    build(mocks, stack_settings(stack))
+    after = build_fresh(stack_settings(stack, **setting))
+    assert changed(snapshot(mocks), snapshot(after)) == expected
 
 
-def test_dev_nativelink_version_touches_only_what_runs_nativelink(mocks: RecordingMocks) -> None:
-    build(mocks, stack_settings("dev"))
-    bumped = build_fresh(stack_settings("dev", versions=NEXT_NATIVELINK))
-    assert changed(snapshot(mocks), snapshot(bumped)) == {
-        "nativelink-nativelink-image",
-        "nativelink-nativelink-worker-init-image",
-        "nativelink-cas",
-        "nativelink-scheduler",
-        "nativelink-worker-binary",
-    }
-    # The workers' own inputs stay put; they follow the binary through its container's id, which a
-    # replacement changes (mock ids do not, so the link itself is what is checked here).
-    for record in bumped.resources:
-        if re.fullmatch(r"nativelink-worker-[0-9]+", record.name):
-            labels = {label["label"]: label["value"] for label in record.inputs["labels"]}
-            assert labels["nativelink-juicefs.worker-binary"] == "nativelink-worker-binary-id"
-
-
-def test_prod_nativelink_version_touches_only_what_runs_nativelink(mocks: RecordingMocks) -> None:
-    build(mocks, stack_settings("prod"))
-    bumped = build_fresh(stack_settings("prod", versions=NEXT_NATIVELINK))
-    assert changed(snapshot(mocks), snapshot(bumped)) == {
-        "nativelink-cas",
-        "nativelink-scheduler",
-        "nativelink-worker",
-    }
-
-
-def test_prod_juicefs_version_reaches_the_cas_mount_and_nothing_else(mocks: RecordingMocks) -> None:
-    """The CSI driver's config carries the client image, and the CAS server rolls so its mount pod is
-    recreated with it. The StorageClass stays put: the provisioner copies its parameters into the PV
-    once, so an image there would pin the CAS volume to the first release for good."""
-    build(mocks, stack_settings("prod"))
-    bumped = build_fresh(stack_settings("prod", versions=NEXT_JUICEFS))
-    assert changed(snapshot(mocks), snapshot(bumped)) == {"juicefs-csi-driver", "nativelink-cas"}
+def test_dev_workers_follow_the_binary_through_its_container(mocks: RecordingMocks) -> None:
+    """A NativeLink bump leaves the workers' own inputs alone; their label names the copy container's id,
+    which its replacement changes (mock ids do not, so the link itself is what is checked here)."""
+    build(mocks, stack_settings("dev", versions=NEXT_NATIVELINK))
+    workers = [record for record in mocks.resources if re.fullmatch(r"nativelink-worker-[0-9]+", record.name)]
+    assert len(workers) == 3
+    for record in workers:
+        labels = {label["label"]: label["value"] for label in record.inputs["labels"]}
+        assert labels["nativelink-juicefs.worker-binary"] == "nativelink-worker-binary-id"
