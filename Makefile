@@ -26,11 +26,16 @@ test: lint
 PULUMI_BACKEND_URL ?= file://~/.pulumi-nativelink-juicefs
 export PULUMI_BACKEND_URL
 
-.PHONY: dev-up dev-down
-dev-up:
+.PHONY: dev-up dev-down dev-tools
+# Say what is missing, and where to get it, before make would fail on a bare `pulumi: not found`.
+dev-tools:
+	@command -v pulumi >/dev/null || { echo "The Pulumi CLI is missing: install it (https://www.pulumi.com/docs/install/)." >&2; exit 1; }
+	@command -v docker >/dev/null || { echo "Docker is missing: install Docker Engine (https://docs.docker.com/engine/install/)." >&2; exit 1; }
+
+dev-up: dev-tools
 	mkdir -p $(HOME)/.pulumi-nativelink-juicefs
 	pulumi stack select --create dev --secrets-provider passphrase
 	pulumi up --stack dev
 
-dev-down:
+dev-down: dev-tools
 	pulumi destroy --stack dev

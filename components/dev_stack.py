@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pulumi
+import pulumi_command as command
 import pulumi_docker as docker
 
 from components.docker.juicefs_volume import DockerJuiceFsVolume
 from components.docker.metadata_engine import RedisMetadataEngine
-from components.docker.nativelink_cluster import DockerNativeLinkCluster
+from components.docker.nativelink_cluster import ClusterImages, DockerNativeLinkCluster
 from components.docker.object_store import MinioObjectStore
+from components.docker.preflight import preflight_script
 from components.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,8 +27,15 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
     def top(**options: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(**options))
 
+    # The host checks come first: every container waits for them, through the network or explicitly.
+    preflight = command.local.Command(
+        f"{prefix}-preflight",
+        create=preflight_script(settings.docker.host_mount_dir),
+        interpreter=["/bin/sh", "-c"],
+        opts=top(),
+    )
     # A plain bridge network: `internal` would also cut off the ports published on loopback.
-    network = docker.Network(f"{prefix}-network", name=prefix, driver="bridge", opts=top())
+    network = docker.Network(f"{prefix}-network", name=prefix, driver="bridge", opts=top(depends_on=[preflight]))
     versions = settings.versions
     images = {
         role: docker.RemoteImage(f"{prefix}-{role}-image", name=ref, keep_locally=True, opts=top())
@@ -59,8 +68,8 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
         console_port=settings.docker.ports.minio_console,
         opts=top(),
     )
-    # Formatting needs Redis up and the bucket created.
-    ready: list[pulumi.Resource] = [metadata.container, object_store.server, object_store.bucket]
+    # Formatting needs Redis and MinIO up; it creates the bucket itself.
+    ready: list[pulumi.Resource] = [metadata.container, object_store.server]
     volume = DockerJuiceFsVolume(
         f"{prefix}-juicefs",
         settings=settings.juicefs,
@@ -71,19 +80,23 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
         helper_image=images["busybox"].image_id,
         network=network.name,
         retain_cache=retain,
+        host_checks=[preflight],
         after=ready,
         opts=top(depends_on=ready),
     )
     cluster: NativeLinkCluster = DockerNativeLinkCluster(
         prefix,
         settings=settings,
-        image=images["nativelink"].image_id,
-        worker_init_image=images["nativelink-worker-init"].image_id,
-        worker_image=images["worker"].image_id,
-        probe_image=images["busybox"].image_id,
+        images=ClusterImages(
+            nativelink=images["nativelink"].image_id,
+            worker_init=images["nativelink-worker-init"].image_id,
+            worker=images["worker"].image_id,
+            probe=images["busybox"].image_id,
+        ),
         network=network.name,
-        data_host_path=volume.data_host_path,
+        shared_host_path=volume.shared_host_path,
         mount_container=volume.mount_container,
+        host_checks=[preflight],
         opts=top(),
     )
 

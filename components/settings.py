@@ -162,7 +162,8 @@ class WorkerSettings(_Model):
     count: int = Field(3, ge=1, le=1000)
     # Private local fast store beside the work directory (hardlinks need one filesystem).
     fast_store_size: DataSize = "10gb"
-    max_inflight_tasks: int = Field(0, ge=0, description="0 lets the worker take as many as it is offered")
+    # 0: one action per CPU the worker is given (NativeLink's own 0 would mean no limit at all).
+    max_inflight_tasks: int = Field(0, ge=0)
     max_action_timeout_s: int = Field(1200, ge=1, le=86_400)
     platform_properties: dict[str, list[str]] = Field(
         default_factory=lambda: {"OSFamily": ["linux"], "container-image": [""]}
@@ -195,10 +196,14 @@ class DockerPorts(_Model):
 
 
 class DockerSettings(_Model):
-    # Host directory the FUSE mount propagates to; must sit on a shared mount (systemd hosts: any).
-    host_mount_dir: AbsolutePath = "/var/lib/nativelink-juicefs/jfs"
+    # Host directory shared by the mount container and the CAS server; JuiceFS is mounted on its `jfs`
+    # subdirectory. Must sit on a shared mount (systemd hosts: any).
+    host_mount_dir: AbsolutePath = "/var/lib/nativelink-juicefs"
     network_name: DnsLabel = "nativelink"
     ports: DockerPorts = DockerPorts()
+    # Each worker's limits: it advertises `workerCpus` as its cpu_count and runs that many actions at once.
+    worker_cpus: int = Field(2, ge=1, le=256)
+    worker_memory: DataSize = "4gb"
     wipe_volumes_on_destroy: bool = False
 
     @model_validator(mode="after")

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 import json5
 import pytest
 
-from components.docker.juicefs_volume import MOUNTPOINT
+from components.docker.common import go_duration
+from components.docker.jobs import job_check_script
+from components.docker.juicefs_volume import MOUNTPOINT, SHARED_DIR
+from components.docker.preflight import preflight_script
 from components.juicefs.commands import mount_healthcheck
 from components.nativelink import layout
 from components.nativelink.render import Endpoints, render_cluster
@@ -24,6 +27,9 @@ VOLUME = "docker:index/volume:Volume"
 NETWORK = "docker:index/network:Network"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 PASSWORD = "random:index/randomPassword:RandomPassword"
+COMMAND = "command:local:Command"
+# Registered at the top, under the stack: what every component waits for or shares.
+STACK_WIDE = ("nativelink-network", "nativelink-preflight")
 COMPONENTS = {
     "nativelink:metadata:RedisContainer": "nativelink-redis",
     "nativelink:storage:MinioContainer": "nativelink-minio",
@@ -32,7 +38,7 @@ COMPONENTS = {
 }
 WORKER = re.compile(r"^nativelink-worker-[0-9]+(-data)?$")
 STATE_VOLUMES = ("nativelink-redis-data", "nativelink-minio-data", "nativelink-juicefs-cache")
-ONE_SHOT = ("nativelink-minio-bucket", "nativelink-juicefs-host-dir", "nativelink-worker-binary")
+ONE_SHOT = ("nativelink-juicefs-host-dir", "nativelink-worker-binary")
 NATIVELINK = (
     "nativelink-cas",
     "nativelink-scheduler",
@@ -62,10 +68,11 @@ def dev(mocks: RecordingMocks) -> RecordingMocks:
 
 
 def test_builds_the_expected_resources(dev: RecordingMocks) -> None:
-    counts = {typ: len(dev.of_type(typ)) for typ in (CONTAINER, VOLUME, NETWORK, IMAGE, PASSWORD)}
-    # redis, minio, bucket job, host-dir job, mount, cas, cas probe, scheduler, scheduler probe,
-    # worker-binary job, 3 workers; volumes: redis, minio, cache, worker binary, 3 worker volumes
-    assert counts == {CONTAINER: 13, VOLUME: 7, NETWORK: 1, IMAGE: 7, PASSWORD: 3}
+    counts = {typ: len(dev.of_type(typ)) for typ in (CONTAINER, VOLUME, NETWORK, IMAGE, PASSWORD, COMMAND)}
+    # redis, minio, host-dir job, mount, cas, cas probe, scheduler, scheduler probe, worker-binary job,
+    # 3 workers; volumes: redis, minio, cache, worker binary, 3 worker volumes; the host preflight and a
+    # check per one-shot job
+    assert counts == {CONTAINER: 12, VOLUME: 7, NETWORK: 2, IMAGE: 7, PASSWORD: 3, COMMAND: 3}
     assert {typ: [r.name for r in dev.of_type(typ)] for typ in COMPONENTS} == {
         typ: [name] for typ, name in COMPONENTS.items()
     }
@@ -74,7 +81,7 @@ def test_builds_the_expected_resources(dev: RecordingMocks) -> None:
 def test_every_resource_is_parented_by_a_component_whose_name_it_extends(dev: RecordingMocks) -> None:
     components = {id(r.resource): r for r in dev.resources if r.typ in COMPONENTS}
     for record in dev.resources:
-        if record.typ in (NETWORK, IMAGE) or record.typ in COMPONENTS:
+        if record.typ == IMAGE or record.name in STACK_WIDE or record.typ in COMPONENTS:
             # Shared by several components: registered at the top, under the stack.
             assert record.parent is None, record.name
             continue
@@ -89,9 +96,22 @@ def test_images_are_the_pinned_versions_and_kept_locally(dev: RecordingMocks) ->
     assert images == {ref: True for ref in versions.model_dump(exclude={"juicefs_csi_chart"}).values()}
 
 
-def test_one_plain_bridge_network(dev: RecordingMocks) -> None:
-    (network,) = dev.of_type(NETWORK)
-    assert network.inputs == {"name": "nativelink", "driver": "bridge"}
+def test_a_plain_bridge_network_and_an_internal_one_for_the_workers(dev: RecordingMocks) -> None:
+    networks = {record.name: record.inputs for record in dev.of_type(NETWORK)}
+    assert networks == {
+        "nativelink-network": {"name": "nativelink", "driver": "bridge"},
+        "nativelink-workers": {"name": "nativelink-workers", "driver": "bridge", "internal": True},
+    }
+
+
+def test_build_actions_reach_only_the_cas_server_and_the_scheduler(dev: RecordingMocks) -> None:
+    """Workers run untrusted build actions: no route to Redis, MinIO or the mount, and none out."""
+    members: dict[str, set[str]] = {}
+    for record in dev.of_type(CONTAINER):
+        for network in reveal(record.inputs).get("networksAdvanced", []):
+            members.setdefault(network["name"], set()).add(record.name)
+    assert members["nativelink-workers"] == {"nativelink-cas", "nativelink-scheduler", *NATIVELINK[2:]}
+    assert not members["nativelink"] & set(NATIVELINK[2:])
 
 
 def test_long_running_containers_restart_run_and_answer_to_their_name(dev: RecordingMocks) -> None:
@@ -102,7 +122,9 @@ def test_long_running_containers_restart_run_and_answer_to_their_name(dev: Recor
             assert inputs["restart"] == "no", record.name
             assert inputs["mustRun"] is False, record.name
             continue
-        assert inputs["networksAdvanced"] == [{"name": "nativelink", "aliases": [record.name]}]
+        assert {"name": "nativelink", "aliases": [record.name]} in inputs["networksAdvanced"] or WORKER.match(
+            record.name
+        ), record.name
         assert inputs["restart"] == "unless-stopped", record.name
         assert inputs["mustRun"] is True, record.name
 
@@ -153,11 +175,13 @@ def test_mount_container_can_mount_fuse_and_share_it_with_the_host(dev: Recordin
     assert host_bind == [
         {
             "type": "bind",
-            "source": "/var/lib/nativelink-juicefs/jfs",
-            "target": MOUNTPOINT,
+            "source": "/var/lib/nativelink-juicefs",
+            "target": SHARED_DIR,
             "bindOptions": {"propagation": "rshared"},
         }
     ]
+    # JuiceFS is mounted below the bind, never on it: a mount on the bind target stays in the container.
+    assert MOUNTPOINT.startswith(SHARED_DIR + "/")
     cache = [m for m in inputs["mounts"] if m["type"] == "volume"]
     assert cache == [{"type": "volume", "source": "nativelink-juicefs-cache", "target": "/var/jfsCache"}]
 
@@ -167,7 +191,52 @@ def test_pulumi_waits_for_a_live_mount(dev: RecordingMocks) -> None:
     assert inputs["healthcheck"]["tests"] == mount_healthcheck(MOUNTPOINT, f"{MOUNTPOINT}/nativelink")
     assert inputs["wait"] is True
     assert inputs["stopSignal"] == "SIGTERM"
-    assert inputs["destroyGraceSeconds"] > 0
+
+
+def test_stateful_containers_stop_gracefully(dev: RecordingMocks) -> None:
+    """`docker stop` uses stopTimeout; the provider's delete uses destroyGraceSeconds alone (0 kills at once)."""
+    for name, at_least in (
+        ("nativelink-juicefs-mount", 60),
+        ("nativelink-redis-server", 30),
+        ("nativelink-minio-server", 30),
+        ("nativelink-cas", 30),
+    ):
+        inputs = container(dev, name)
+        assert inputs["stopTimeout"] >= at_least, name
+        assert inputs["destroyGraceSeconds"] >= at_least, name
+
+
+def test_every_long_running_container_rotates_its_log(dev: RecordingMocks) -> None:
+    for record in dev.of_type(CONTAINER):
+        if record.name in ONE_SHOT:
+            continue
+        inputs = reveal(record.inputs)
+        assert inputs["logDriver"] == "json-file", record.name
+        assert set(inputs["logOpts"]) == {"max-size", "max-file"}, record.name
+
+
+GO_DURATIONS = {5: "5s", 30: "30s", 60: "1m0s", 90: "1m30s", 120: "2m0s", 3600: "1h0m0s", 3661: "1h1m1s"}
+
+
+def test_durations_are_spelled_as_go_writes_them_back() -> None:
+    assert {seconds: go_duration(seconds) for seconds in GO_DURATIONS} == GO_DURATIONS
+
+
+def test_healthcheck_durations_read_back_unchanged(dev: RecordingMocks) -> None:
+    """The provider stores healthcheck durations as Go's Duration.String(); "120s" would read back "2m0s"
+    and show as a change on every `preview --refresh`."""
+    checked = 0
+    for record in dev.of_type(CONTAINER):
+        check = reveal(record.inputs).get("healthcheck")
+        if check is None:
+            continue
+        for key in ("interval", "timeout", "startPeriod"):
+            match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(\d+)s", check[key])
+            assert match, (record.name, key, check[key])
+            hours, minutes, seconds = (int(part or 0) for part in match.groups())
+            assert go_duration(hours * 3600 + minutes * 60 + seconds) == check[key], (record.name, key)
+            checked += 1
+    assert checked == 3 * 8  # redis, minio, the mount, two probes, three workers
 
 
 def test_mount_command_formats_then_mounts_with_secrets_only_in_env(dev: RecordingMocks) -> None:
@@ -175,47 +244,83 @@ def test_mount_command_formats_then_mounts_with_secrets_only_in_env(dev: Recordi
     assert is_secret(record.inputs["command"])
     shell, flag, script = reveal(record.inputs["command"])
     assert (shell, flag) == ("sh", "-c")
-    assert script.index("juicefs format") < script.index("juicefs mount") < script.index("mkdir -p /jfs/nativelink")
+    assert script.index("trap stop TERM INT") < script.index("juicefs format")
+    assert (
+        script.index("juicefs format")
+        < script.index("juicefs mount")
+        < script.index(f"mkdir -p {MOUNTPOINT}/nativelink")
+    )
     assert "redis://nativelink-redis-server:6379/1" in script
     assert "--storage minio --bucket http://nativelink-minio-server:9000/nativelink-cas" in script
+    # The object-store keys are read from the environment at every start, never stored in the volume.
+    assert "--access-key" not in script.replace("--access-key ''", "")
     names = [entry.split("=", 1)[0] for entry in reveal(record.inputs["envs"])]
-    assert names == ["META_PASSWORD", "ACCESS_KEY", "SECRET_KEY"]
+    assert names == ["META_PASSWORD", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"]
 
 
-def test_mount_waits_for_its_host_directory_metadata_and_bucket(dev: RecordingMocks) -> None:
+def test_mount_waits_for_its_host_directory_and_its_servers(dev: RecordingMocks) -> None:
     assert dependency_names(dev.one(CONTAINER, "nativelink-juicefs-mount")) == {
-        "nativelink-juicefs-host-dir",
+        "nativelink-juicefs-host-dir-succeeded",
         "nativelink-redis-server",
         "nativelink-minio-server",
-        "nativelink-minio-bucket",
     }
 
 
 def test_host_directory_is_created_through_a_legacy_bind(dev: RecordingMocks) -> None:
     inputs = container(dev, "nativelink-juicefs-host-dir")
-    assert [volume["hostPath"] for volume in inputs["volumes"]] == ["/var/lib/nativelink-juicefs/jfs"]
+    assert [volume["hostPath"] for volume in inputs["volumes"]] == ["/var/lib/nativelink-juicefs"]
     assert inputs["mustRun"] is False
     assert inputs["attach"] is True
+
+
+def test_no_container_starts_before_the_host_preflight(dev: RecordingMocks) -> None:
+    (preflight,) = dev.of_type(COMMAND)[:1]
+    assert preflight.name == "nativelink-preflight"
+    assert preflight.inputs["create"] == preflight_script("/var/lib/nativelink-juicefs")
+    gates = {"nativelink-network", "nativelink-workers", *ONE_SHOT}
+    for name in gates:
+        record = next(r for r in dev.resources if r.name == name and r.typ in (NETWORK, CONTAINER))
+        assert dependency_names(record) == {"nativelink-preflight"}, name
+    # Every other container joins one of the two networks, so it is created after them.
+    for record in dev.of_type(CONTAINER):
+        if record.name not in gates:
+            networks = {network["name"] for network in reveal(record.inputs)["networksAdvanced"]}
+            assert networks & {"nativelink", "nativelink-workers"}, record.name
+
+
+@pytest.mark.parametrize("job", ONE_SHOT)
+def test_a_failed_one_shot_job_fails_the_update(dev: RecordingMocks, job: str) -> None:
+    """The provider ignores a one-shot container's exit code; a command checks it after each job."""
+    (check,) = [record for record in dev.of_type(COMMAND) if record.name == f"{job}-succeeded"]
+    assert check.inputs["create"] == job_check_script(job)
+    assert check.inputs["triggers"] == [f"{job}-id"]
+    assert dependency_names(check) == {job}
 
 
 # ---- NativeLink
 
 
-def test_cas_server_binds_the_data_directory_inside_the_mount(dev: RecordingMocks) -> None:
+def test_cas_server_binds_the_shared_directory_and_sees_new_mounts(dev: RecordingMocks) -> None:
     inputs = container(dev, "nativelink-cas")
     assert inputs["mounts"] == [
         {
             "type": "bind",
-            "source": "/var/lib/nativelink-juicefs/jfs/nativelink",
-            "target": layout.CAS_DATA_ROOT,
+            "source": "/var/lib/nativelink-juicefs",
+            "target": layout.DOCKER_SHARED_DIR,
+            "bindOptions": {"propagation": "rslave"},
         }
     ]
+    assert layout.DOCKER_CAS_DATA.filesystem == f"{layout.DOCKER_SHARED_DIR}/jfs"
     assert dependency_names(dev.one(CONTAINER, "nativelink-cas")) == {"nativelink-juicefs-mount"}
+    # It outlives a new mount container: nothing ties it to the mount container's id any more.
+    assert "labels" not in inputs
 
 
-def test_cas_server_is_replaced_with_the_mount_container(dev: RecordingMocks) -> None:
-    labels = container(dev, "nativelink-cas")["labels"]
-    assert labels == [{"label": "nativelink-juicefs.mount-container", "value": "nativelink-juicefs-mount-id"}]
+def test_cas_server_cannot_write_the_mount_point_underneath(dev: RecordingMocks) -> None:
+    """Without CAP_DAC_OVERRIDE root obeys the 0555 mount point the mount script leaves under JuiceFS."""
+    assert container(dev, "nativelink-cas")["capabilities"] == {"drops": ["ALL"]}
+    _, _, script = reveal(dev.one(CONTAINER, "nativelink-juicefs-mount").inputs["command"])
+    assert f"chmod 0555 {MOUNTPOINT}" in script
 
 
 def test_scheduler_waits_for_a_healthy_cas_server(dev: RecordingMocks) -> None:
@@ -242,7 +347,25 @@ def test_workers_wait_for_a_healthy_scheduler(dev: RecordingMocks) -> None:
     workers = [r for r in dev.of_type(CONTAINER) if WORKER.match(r.name)]
     assert [w.name for w in workers] == ["nativelink-worker-0", "nativelink-worker-1", "nativelink-worker-2"]
     for worker in workers:
-        assert dependency_names(worker) == {"nativelink-scheduler-probe", "nativelink-worker-binary"}
+        assert dependency_names(worker) == {"nativelink-scheduler-probe", "nativelink-worker-binary-succeeded"}
+
+
+def test_pulumi_waits_until_every_worker_has_registered(dev: RecordingMocks) -> None:
+    for name in NATIVELINK[2:]:
+        inputs = container(dev, name)
+        assert inputs["wait"] is True, name
+        # An established connection to the scheduler's worker API port (50061 = 0xC38D).
+        assert inputs["healthcheck"]["tests"][0] == "CMD-SHELL"
+        assert ":C38D 01 " in inputs["healthcheck"]["tests"][1]
+        assert "/proc/net/tcp" in inputs["healthcheck"]["tests"][1]
+
+
+def test_workers_are_limited_and_reap_their_actions_orphans(dev: RecordingMocks) -> None:
+    for name in NATIVELINK[2:]:
+        inputs = container(dev, name)
+        assert inputs["init"] is True, name
+        assert inputs["cpus"] == "2", name
+        assert inputs["memory"] == 4 * 1000**3 // 2**20, name
 
 
 def test_workers_run_the_nativelink_binary_inside_the_toolchain_image(dev: RecordingMocks) -> None:
@@ -279,7 +402,10 @@ def test_each_worker_has_its_own_volume_at_the_worker_root(dev: RecordingMocks) 
 
 def test_uploaded_configs_are_the_rendered_ones(dev: RecordingMocks) -> None:
     configs = render_cluster(
-        stack_settings("dev"), Endpoints(cas_host="nativelink-cas", scheduler_host="nativelink-scheduler")
+        stack_settings("dev"),
+        Endpoints(cas_host="nativelink-cas", scheduler_host="nativelink-scheduler"),
+        cas_data=layout.DOCKER_CAS_DATA,
+        worker_cpus=2,
     )
     expected = {
         "nativelink-cas": configs.cas_server.to_json(),
@@ -330,16 +456,6 @@ def test_redis_config_is_a_secret_file_with_what_juicefs_needs(dev: RecordingMoc
     assert inputs["command"] == ["redis-server", upload["file"]]
     assert inputs["healthcheck"]["tests"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
     assert [e.split("=", 1)[0] for e in inputs["envs"]] == ["REDISCLI_AUTH"]
-
-
-def test_bucket_job_takes_its_endpoint_from_the_environment(dev: RecordingMocks) -> None:
-    record = dev.one(CONTAINER, "nativelink-minio-bucket")
-    inputs = reveal(record.inputs)
-    assert inputs["command"] == ["mb", "--ignore-existing", "store/nativelink-cas"]
-    assert is_secret(record.inputs["envs"])
-    assert [e.split("=", 1)[0] for e in inputs["envs"]] == ["MC_HOST_store"]
-    assert inputs["mustRun"] is False
-    assert dependency_names(record) == {"nativelink-minio-server"}
 
 
 def test_secret_exports_are_secret(mocks: RecordingMocks) -> None:

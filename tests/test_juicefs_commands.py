@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from components.juicefs.commands import (
     minio_bucket_url,
     mount_args,
     mount_healthcheck,
+    mount_point_guard,
     mount_script,
     postgres_meta_url,
     redis_meta_url,
@@ -97,6 +99,7 @@ def script() -> str:
         mount_args(MountOptions("/jfs", "/var/jfsCache", "5gb"), "redis://redis:6379/1"),
         "/jfs",
         "/jfs/nativelink",
+        "redis://redis:6379/1",
     )
 
 
@@ -107,14 +110,19 @@ def test_mount_script_is_valid_posix_shell(script: str) -> None:
 def test_mount_script_formats_then_mounts_then_creates_the_data_directory(script: str) -> None:
     lines = script.splitlines()
     order = [
-        next(i for i, line in enumerate(lines) if line.startswith(f"timeout {FORMAT_TIMEOUT_S} juicefs format")),
+        lines.index("trap stop TERM INT"),
+        lines.index(mount_point_guard("/jfs")),
+        next(i for i, line in enumerate(lines) if "juicefs config" in line),
+        next(i for i, line in enumerate(lines) if line.startswith(f"step timeout {FORMAT_TIMEOUT_S} juicefs format")),
         next(i for i, line in enumerate(lines) if line.startswith("juicefs mount")),
         next(i for i, line in enumerate(lines) if "/jfs/.config" in line),
         next(i for i, line in enumerate(lines) if line.startswith("mkdir -p /jfs/nativelink")),
         next(i for i, line in enumerate(lines) if line.startswith("wait")),
     ]
     assert order == sorted(order)
-    assert shlex.split(lines[order[0]]) == [
+    assert mount_point_guard("/jfs").endswith("then chmod 0555 /jfs; fi")
+    assert shlex.split(lines[order[3]]) == [
+        "step",
         "timeout",
         str(FORMAT_TIMEOUT_S),
         *format_args(options(), "redis://redis:6379/1"),
@@ -136,7 +144,7 @@ def test_mount_script_leaves_a_mount_point_without_juicefs_alone(tmp_path: Path)
     (bin_dir / "umount").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "umount").chmod(0o755)
     fake_mount = ["sh", "-c", f"touch {mountpoint}/.config"]
-    script = mount_script(["true"], fake_mount, str(mountpoint), str(mountpoint / "data"))
+    script = mount_script(["true"], fake_mount, str(mountpoint), str(mountpoint / "data"), "redis://127.0.0.1:1/1")
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["sh", "-c", script], env=env, timeout=30, check=True)
     assert (mountpoint / "data").is_dir()
@@ -153,7 +161,7 @@ def test_mount_script_outlives_the_mount_process_on_term(tmp_path: Path) -> None
         "-c",
         f"trap 'sleep 0.5; touch {unmounted}; exit 0' TERM; touch {mountpoint}/.config; while :; do sleep 0.1; done",
     ]
-    script = mount_script(["true"], fake_mount, str(mountpoint), str(mountpoint / "data"))
+    script = mount_script(["true"], fake_mount, str(mountpoint), str(mountpoint / "data"), "redis://127.0.0.1:1/1")
     proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
@@ -168,3 +176,10 @@ def test_mount_script_outlives_the_mount_process_on_term(tmp_path: Path) -> None
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_mount_point_guard_leaves_a_read_only_mount_point(tmp_path: Path) -> None:
+    point = tmp_path / "shared" / "jfs"
+    for _ in range(2):  # idempotent: every start of the mount container runs it
+        subprocess.run(["sh", "-c", mount_point_guard(str(point))], timeout=10, check=True)
+        assert stat.S_IMODE(point.stat().st_mode) == 0o555

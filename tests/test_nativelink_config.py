@@ -10,7 +10,9 @@ import pytest
 
 from components.nativelink import layout
 from components.nativelink.render import (
+    AC_FILES_STORE,
     AC_STORE,
+    CAS_FILES_STORE,
     CAS_STORE,
     REMOTE_CAS_STORE,
     SCHEDULER,
@@ -19,12 +21,17 @@ from components.nativelink.render import (
     Endpoints,
     render_cluster,
 )
-from components.nativelink.rules import check_configs, filesystem_stores
+from components.nativelink.rules import check_configs, filesystem_stores, process_filesystems
 from components.nativelink.schema import CasConfig
 from components.settings import Settings
 from tests.stacks import stack_settings
 
 ENDPOINTS = Endpoints(cas_host="nativelink-cas", scheduler_host="nativelink-scheduler")
+WORKER_CPUS = 4
+
+
+def render(settings: Settings, cas_data: layout.CasData = layout.CSI_CAS_DATA) -> ClusterConfigs:
+    return render_cluster(settings, ENDPOINTS, cas_data=cas_data, worker_cpus=WORKER_CPUS)
 
 
 @pytest.fixture
@@ -34,7 +41,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 def configs(settings: Settings) -> ClusterConfigs:
-    return render_cluster(settings, ENDPOINTS)
+    return render(settings)
 
 
 def as_dict(config: CasConfig) -> dict[str, Any]:
@@ -53,8 +60,8 @@ def test_each_config_parses_as_json5_and_round_trips_through_the_schema(configs:
 
 
 def test_rendering_is_deterministic(settings: Settings) -> None:
-    first = render_cluster(settings, ENDPOINTS)
-    second = render_cluster(stack_settings("dev"), ENDPOINTS)
+    first = render(settings)
+    second = render(stack_settings("dev"))
     for process, config in processes(first).items():
         assert config.to_json() == processes(second)[process].to_json()
 
@@ -68,11 +75,12 @@ def test_the_schema_refuses_keys_nativelink_does_not_know(configs: ClusterConfig
 
 def test_a_store_spec_sets_exactly_one_kind(configs: ClusterConfigs) -> None:
     parsed = as_dict(configs.cas_server)
-    parsed["stores"][0]["memory"] = {}
+    (verify,) = [store for store in parsed["stores"] if store["name"] == CAS_STORE]
+    verify["memory"] = {}
     with pytest.raises(ValueError):
         CasConfig.model_validate(parsed)
-    parsed["stores"][0].pop("memory")
-    parsed["stores"][0]["filesystem"] = {"content_path": "/x", "temp_path": "/y"}
+    verify.pop("memory")
+    verify["filesystem"] = {"content_path": "/x", "temp_path": "/y"}
     with pytest.raises(ValueError, match="exactly one kind"):
         CasConfig.model_validate(parsed)
 
@@ -102,16 +110,31 @@ def test_services_use_the_list_form_with_instance_names(configs: ClusterConfigs)
 
 
 def test_rendered_configs_keep_every_rule(configs: ClusterConfigs) -> None:
-    assert check_configs(processes(configs)) == []
+    assert check_configs(processes(configs), process_filesystems(configs.cas_data)) == []
 
 
-def test_cas_server_is_the_only_process_on_juicefs(configs: ClusterConfigs) -> None:
+@pytest.mark.parametrize("cas_data", [layout.CSI_CAS_DATA, layout.DOCKER_CAS_DATA], ids=["csi", "docker"])
+def test_cas_server_is_the_only_process_on_juicefs(settings: Settings, cas_data: layout.CasData) -> None:
+    configs = render(settings, cas_data)
+    assert check_configs(processes(configs), process_filesystems(cas_data)) == []
     cas_paths = {spec.content_path for spec in filesystem_stores(configs.cas_server)}
-    assert cas_paths == {layout.CAS_STORE_PATHS.content_path, layout.AC_STORE_PATHS.content_path}
+    assert cas_paths == {cas_data.cas.content_path, cas_data.ac.content_path}
+    assert all(path.startswith(cas_data.filesystem + "/") for path in cas_paths)
     for process in (configs.scheduler, configs.worker):
         for spec in filesystem_stores(process):
-            assert not spec.content_path.startswith(layout.CAS_DATA_ROOT)
-            assert not spec.temp_path.startswith(layout.CAS_DATA_ROOT)
+            assert not spec.content_path.startswith(cas_data.filesystem)
+            assert not spec.temp_path.startswith(cas_data.filesystem)
+
+
+def test_juicefs_backed_stores_are_top_level_so_status_checks_them(configs: ClusterConfigs) -> None:
+    """NativeLink registers health checks only for top-level stores; a nested filesystem store has none."""
+    stores = {store["name"]: store for store in as_dict(configs.cas_server)["stores"]}
+    assert stores[CAS_FILES_STORE]["filesystem"]["content_path"] == configs.cas_data.cas.content_path
+    assert stores[AC_FILES_STORE]["filesystem"]["content_path"] == configs.cas_data.ac.content_path
+    assert stores[CAS_STORE]["verify"]["backend"] == {"ref_store": {"name": CAS_FILES_STORE}}
+    assert stores[AC_STORE]["completeness_checking"]["backend"] == {"ref_store": {"name": AC_FILES_STORE}}
+    top_level = {name for name, store in stores.items() if "filesystem" in store}
+    assert top_level == {CAS_FILES_STORE, AC_FILES_STORE}
 
 
 def test_cas_and_ac_live_apart_with_temp_beside_content(configs: ClusterConfigs) -> None:
@@ -140,6 +163,23 @@ def test_workers_and_scheduler_reach_the_cas_over_grpc(configs: ClusterConfigs) 
             assert store["grpc"]["endpoints"] == [{"address": f"grpc://nativelink-cas:{layout.CAS_PORT}"}]
 
 
+def test_worker_advertises_and_runs_what_its_cpu_limit_allows(configs: ClusterConfigs) -> None:
+    """`nproc` counts the host's CPUs whatever the container's limit, and 0 in-flight tasks means unlimited."""
+    local = as_dict(configs.worker)["workers"][0]["local"]
+    assert local["platform_properties"]["cpu_count"] == {"values": [str(WORKER_CPUS)]}
+    assert local["max_inflight_tasks"] == WORKER_CPUS
+    fixed = render(stack_settings("dev", workers={"maxInflightTasks": 1}))
+    assert as_dict(fixed.worker)["workers"][0]["local"]["max_inflight_tasks"] == 1
+
+
+def test_admin_listens_on_the_scheduler_loopback_only(configs: ClusterConfigs) -> None:
+    """Build actions share a network with the scheduler; its drain endpoint must not be theirs to call."""
+    servers = {server["name"]: server for server in as_dict(configs.scheduler)["servers"]}
+    assert servers["admin"]["listener"]["http"]["socket_address"] == f"127.0.0.1:{layout.ADMIN_PORT}"
+    assert set(servers["admin"]["services"]) == {"admin"}
+    assert "admin" not in servers["health"]["services"]
+
+
 def test_worker_name_comes_from_the_environment(configs: ClusterConfigs) -> None:
     local = as_dict(configs.worker)["workers"][0]["local"]
     assert local["name"] == "${WORKER_NAME}"
@@ -162,7 +202,8 @@ def test_listeners_carry_the_services_the_deployment_relies_on(configs: ClusterC
     assert listeners(configs.scheduler) == {
         layout.SCHEDULER_PORT: {"ac", "execution", "capabilities"},
         layout.WORKER_API_PORT: {"worker_api"},
-        layout.HEALTH_PORT: {"health", "admin"},
+        layout.HEALTH_PORT: {"health"},
+        layout.ADMIN_PORT: {"admin"},
     }
     assert listeners(configs.worker) == {layout.HEALTH_PORT: {"health"}}
 
@@ -185,16 +226,16 @@ def test_ac_entries_are_checked_against_the_cas(configs: ClusterConfigs) -> None
 
 def test_platform_properties_reach_worker_and_scheduler() -> None:
     settings = stack_settings("dev", workers={"platformProperties": {"ISA": ["x86-64"]}})
-    configs = render_cluster(settings, ENDPOINTS)
+    configs = render(settings)
     local = as_dict(configs.worker)["workers"][0]["local"]
-    assert local["platform_properties"] == {"ISA": {"values": ["x86-64"]}, "cpu_count": {"query_cmd": "nproc"}}
+    assert local["platform_properties"] == {"ISA": {"values": ["x86-64"]}, "cpu_count": {"values": ["4"]}}
     supported = as_dict(configs.scheduler)["schedulers"][0]["simple"]["supported_platform_properties"]
     assert supported == {"ISA": "exact", "cpu_count": "minimum"}
 
 
 def test_instance_name_is_used_everywhere() -> None:
     settings = stack_settings("dev", nativelink={"instanceName": "main"})
-    configs = render_cluster(settings, ENDPOINTS)
+    configs = render(settings)
     text = "".join(config.to_json() for config in processes(configs).values())
     assert '"instance_name": ""' not in text
     assert text.count('"instance_name": "main"') >= 8
@@ -243,16 +284,12 @@ BROKEN_LAYOUTS = [
     ),
     (
         "cas_server",
-        lambda c: c["stores"][1]["completeness_checking"]["backend"]["filesystem"].update(
-            content_path="/data/jfs/cas/content"
-        ),
+        lambda c: c["stores"][1]["filesystem"].update(content_path="/data/jfs/cas/content"),
         "used by two stores",
     ),
     (
         "cas_server",
-        lambda c: c["stores"][0]["verify"]["backend"]["filesystem"].update(
-            content_path="/var/cache/cas", temp_path="/var/cache/tmp"
-        ),
+        lambda c: c["stores"][0]["filesystem"].update(content_path="/var/cache/cas", temp_path="/var/cache/tmp"),
         "on no volume",
     ),
 ]
@@ -260,5 +297,5 @@ BROKEN_LAYOUTS = [
 
 @pytest.mark.parametrize("process, edit, problem", BROKEN_LAYOUTS, ids=[p for _, _, p in BROKEN_LAYOUTS])
 def test_rules_report_a_broken_layout(configs: ClusterConfigs, process: str, edit: Any, problem: str) -> None:
-    problems = check_configs(broken(configs, process, edit))
+    problems = check_configs(broken(configs, process, edit), process_filesystems(configs.cas_data))
     assert any(problem in line for line in problems), json.dumps(problems, indent=1)

@@ -160,7 +160,11 @@ def test_policies_see_dev_secrets_in_plaintext_as_under_the_engine(dev: Recordin
     record = dev.one(DOCKER, "nativelink-juicefs-mount")
     assert is_secret(record.inputs["envs"])
     props = recorded_args(record).props
-    assert [entry.split("=", 1)[0] for entry in props["envs"]] == ["META_PASSWORD", "ACCESS_KEY", "SECRET_KEY"]
+    assert [entry.split("=", 1)[0] for entry in props["envs"]] == [
+        "META_PASSWORD",
+        "MINIO_ACCESS_KEY",
+        "MINIO_SECRET_KEY",
+    ]
     assert "META_PASSWORD=generated-nativelink-redis-password-password" in list(props["envs"])
 
 
@@ -180,8 +184,7 @@ def test_dev_envs_with_credentials_are_secret_inputs_and_declared(dev: Recording
     assert carrying == {
         "nativelink-redis-server": ["REDISCLI_AUTH"],
         "nativelink-minio-server": ["MINIO_ROOT_PASSWORD"],
-        "nativelink-minio-bucket": ["MC_HOST_store"],
-        "nativelink-juicefs-mount": ["META_PASSWORD", "ACCESS_KEY", "SECRET_KEY"],
+        "nativelink-juicefs-mount": ["META_PASSWORD", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"],
     }
 
 
@@ -190,7 +193,7 @@ def test_dev_container_without_the_declaration_is_flagged_without_its_values(dev
     assert record.opts is not None
     record.opts.additional_secret_outputs = None
     (violation,) = run(BY_NAME["no-plaintext-secrets"], recorded_args(record))
-    assert "META_PASSWORD, ACCESS_KEY, SECRET_KEY" in violation.message
+    assert "META_PASSWORD, MINIO_ACCESS_KEY, MINIO_SECRET_KEY" in violation.message
     assert "generated-" not in violation.message
     assert violation.resource_name == "nativelink-juicefs-mount"
 
@@ -257,7 +260,10 @@ def ingress_rule(port: int) -> dict[str, Any]:
 
 
 CAS_CONFIG = render_cluster(
-    stack_settings("dev"), Endpoints(cas_host="cas", scheduler_host="scheduler")
+    stack_settings("dev"),
+    Endpoints(cas_host="cas", scheduler_host="scheduler"),
+    cas_data=layout.DOCKER_CAS_DATA,
+    worker_cpus=2,
 ).cas_server.to_json()
 ENCRYPTED = {"atRestEncryptionEnabled": True, "transitEncryptionEnabled": True}
 SAFE_DB = {"storageEncrypted": True, "deletionProtection": True, "publiclyAccessible": False}

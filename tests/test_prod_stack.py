@@ -383,7 +383,7 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     cas, cas_container = workload(mocks, "kubernetes:apps/v1:StatefulSet", "nativelink-cas")
     assert cas["replicas"] == 1
     (data_mount,) = [m for m in cas_container["volumeMounts"] if m["name"] == "cas-data"]
-    assert data_mount["mountPath"] == layout.CAS_DATA_ROOT
+    assert data_mount["mountPath"] == layout.CSI_CAS_DATA.filesystem
     assert data_mount["mountPropagation"] == "HostToContainer"
     (data_volume,) = [v for v in cas["template"]["spec"]["volumes"] if v["name"] == "cas-data"]
     assert data_volume["persistentVolumeClaim"] == {"claimName": "nativelink-cas"}

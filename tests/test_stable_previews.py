@@ -68,6 +68,19 @@ ONE_SETTING = [
     # recreated with it. The StorageClass stays put: the provisioner copies its parameters into the PV
     # once, so an image there would pin the CAS volume to the first release for good.
     pytest.param("prod", {"versions": NEXT_JUICEFS}, {"juicefs-csi-driver", "nativelink-cas"}, id="prod-juicefs"),
+    # A new mount container reaches the running CAS server by propagation: nothing else is replaced.
+    pytest.param(
+        "dev",
+        {"versions": NEXT_JUICEFS},
+        {"nativelink-juicefs-image", "nativelink-juicefs-mount"},
+        id="dev-juicefs",
+    ),
+    pytest.param(
+        "dev",
+        {"docker": {"workerCpus": 4}},
+        {"nativelink-worker-0", "nativelink-worker-1", "nativelink-worker-2"},
+        id="dev-worker-cpus",
+    ),
 ]
 
 

@@ -3,14 +3,67 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 import pulumi
 import pulumi_docker as docker
+
+from components.settings import size_bytes
 
 # Published ports answer on the host's loopback only: nothing here authenticates its clients.
 LOOPBACK = "127.0.0.1"
 # Long-running services come back after a crash or a daemon restart, but stay down once stopped by hand.
 RESTART = "unless-stopped"
+# Seconds Redis and MinIO get between SIGTERM and SIGKILL.
+SERVICE_STOP_S = 30
+# Docker's json-file driver keeps every line forever unless told to rotate.
+LOG_DRIVER = "json-file"
+LOG_OPTS = {"max-size": "20m", "max-file": "5"}
+
+
+class LongRunning(TypedDict):
+    """Container arguments every long-running container of the stack shares."""
+
+    restart: str
+    must_run: bool
+    stop_timeout: int
+    destroy_grace_seconds: int
+    log_driver: str
+    log_opts: dict[str, str]
+
+
+def long_running(stop_s: int) -> LongRunning:
+    """Restarted after a crash or a daemon restart, given `stop_s` seconds after SIGTERM (on `docker stop`
+    and on the provider's delete, which ignores stop_timeout and kills at once with 0), logs rotated."""
+    return LongRunning(
+        restart=RESTART,
+        must_run=True,
+        stop_timeout=stop_s,
+        destroy_grace_seconds=stop_s,
+        log_driver=LOG_DRIVER,
+        log_opts=LOG_OPTS,
+    )
+
+
+def size_mib(size: str) -> int:
+    """A data size setting in MiB, the unit of the provider's `memory`."""
+    return size_bytes(size) // 2**20
+
+
+def go_duration(seconds: int) -> str:
+    """`seconds` as Go's time.Duration.String() writes it, e.g. 120 -> "2m0s".
+
+    The provider reads healthcheck durations back in that form (terraform-provider-docker
+    resource_docker_container_funcs.go flattens them with `.String()`), so any other spelling of the
+    same duration shows as a change on every `preview --refresh`.
+    """
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
 
 
 def on_network(network: pulumi.Input[str], host: str) -> list[docker.ContainerNetworksAdvancedArgs]:
@@ -43,11 +96,15 @@ def with_secret_envs(parent: pulumi.Resource, depends_on: Sequence[pulumi.Resour
 
 
 def healthcheck(
-    tests: list[str], *, start_period: str, interval: str = "5s", timeout: str = "5s", retries: int = 3
+    tests: list[str], *, start_period_s: int, interval_s: int = 5, timeout_s: int = 5, retries: int = 3
 ) -> docker.ContainerHealthcheckArgs:
     # Failures inside start_period do not count, and the first success marks the container healthy.
     return docker.ContainerHealthcheckArgs(
-        tests=tests, interval=interval, timeout=timeout, retries=retries, start_period=start_period
+        tests=tests,
+        interval=go_duration(interval_s),
+        timeout=go_duration(timeout_s),
+        retries=retries,
+        start_period=go_duration(start_period_s),
     )
 
 
@@ -77,13 +134,13 @@ def service_container(
         command=command,
         uploads=uploads,
         envs=envs,
-        healthcheck=healthcheck(health_test, start_period="30s"),
+        healthcheck=healthcheck(health_test, start_period_s=30),
         wait=True,
         mounts=[volume_mount(data.name, data_dir)],
         ports=ports,
         networks_advanced=on_network(network, host),
-        restart=RESTART,
-        must_run=True,
+        # SIGKILL mid-write would cost Redis its last AOF second and MinIO its in-flight objects.
+        **long_running(SERVICE_STOP_S),
         opts=with_secret_envs(parent),
     )
 

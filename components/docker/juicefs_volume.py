@@ -8,21 +8,24 @@ import pulumi
 import pulumi_docker as docker
 
 from components.docker.common import (
-    RESTART,
     healthcheck,
+    long_running,
     on_network,
     secret_env,
     stateful_volume,
     volume_mount,
     with_secret_envs,
 )
+from components.docker.jobs import one_shot
 from components.juicefs.commands import (
+    CREDENTIAL_ENVS,
     FormatOptions,
     MountOptions,
     SecretEnv,
     format_args,
     mount_args,
     mount_healthcheck,
+    mount_point_guard,
     mount_script,
 )
 
@@ -32,22 +35,29 @@ if TYPE_CHECKING:
     from components.interfaces import MetadataEngine, ObjectStore
     from components.settings import JuiceFsSettings
 
-# Where the mount container mounts JuiceFS; its host side is docker.hostMountDir.
-MOUNTPOINT = "/jfs"
+# The shared host directory (docker.hostMountDir) as the mount container sees it, and the mount point
+# inside it. Mounting in a subdirectory, never on the bind itself, is what lets a mount made by a new
+# container (after a restart, a SIGKILL or a replacement) reach the host and, by propagation, the CAS
+# server's bind of the same directory; a mount on the bind target would stay in the container.
+SHARED_DIR = "/shared"
+MOUNT_DIR_NAME = "jfs"
+MOUNTPOINT = f"{SHARED_DIR}/{MOUNT_DIR_NAME}"
 CACHE_DIR = "/var/jfsCache"
-# The directory NativeLink's stores live in. It exists only inside the mounted filesystem.
+# The directory NativeLink's stores live in, inside the mounted filesystem.
 DATA_DIR_NAME = "nativelink"
 HOST_DIR_TARGET = "/host-dir"
+# Seconds `juicefs mount` gets on TERM to flush and unmount (it waits up to 30 s for a busy mount).
+MOUNT_STOP_S = 60
 
 
 class DockerJuiceFsVolume(pulumi.ComponentResource):
     """Formats the volume, mounts it with FUSE, and propagates the mount to `host_mount_dir` on the host."""
 
     volume_name: pulumi.Output[str]
-    # Host directory the live mount appears on.
+    # The shared host directory; consumers bind it with rslave propagation.
+    shared_host_path: pulumi.Output[str]
+    # `<shared_host_path>/jfs`: where the live mount appears on the host.
     mount_path: pulumi.Output[str]
-    # `<mount_path>/nativelink`: present only while the mount is live.
-    data_host_path: pulumi.Output[str]
     # Consumers of the mount depend on this container.
     mount_container: docker.Container
 
@@ -63,27 +73,23 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
         helper_image: pulumi.Input[str],
         network: pulumi.Input[str],
         retain_cache: bool,
+        host_checks: Sequence[pulumi.Resource] = (),
         after: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:juicefs:DockerVolume", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         data_dir = f"{MOUNTPOINT}/{DATA_DIR_NAME}"
-        host_data_dir = f"{host_mount_dir}/{DATA_DIR_NAME}"
 
         # A `mounts` bind refuses a missing source, while a legacy `volumes` bind makes Docker create
-        # it (as root, with parents). This one-shot container exists only to create the host directory.
-        host_dir = docker.Container(
+        # it (as root, with parents). This one-shot job creates the host directory and in it the
+        # read-only mount point, before any CAS server can bind the directory and write there.
+        _, host_dir = one_shot(
             f"{name}-host-dir",
-            name=f"{name}-host-dir",
+            parent=self,
             image=helper_image,
-            command=["true"],
+            command_line=["sh", "-c", mount_point_guard(f"{HOST_DIR_TARGET}/{MOUNT_DIR_NAME}")],
             volumes=[docker.ContainerVolumeArgs(host_path=host_mount_dir, container_path=HOST_DIR_TARGET)],
-            network_mode="none",
-            attach=True,
-            must_run=False,
-            restart="no",
-            opts=child,
+            depends_on=host_checks,
         )
         cache = stateful_volume(f"{name}-cache", parent=self, retain=retain_cache)
 
@@ -98,17 +104,21 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
                 mount_args(mount_options, meta_url),
                 MOUNTPOINT,
                 data_dir,
+                meta_url,
             )
             return ["sh", "-c", entry]
 
         # Secret as a whole: it embeds the metadata and bucket URLs, which their engines mark secret.
         urls = pulumi.Output.all(metadata.meta_url, object_store.bucket_url)
         command: pulumi.Output[list[str]] = pulumi.Output.secret(urls.apply(script))
+        # The object-store keys are never stored in the volume: the client reads them at every start,
+        # so new credentials (a rotation, or a destroy and up) reach the kept data.
         envs = [secret_env(SecretEnv.META_PASSWORD, metadata.meta_password)]
+        access_var, secret_var = CREDENTIAL_ENVS[storage]
         if object_store.access_key is not None:
-            envs.append(secret_env(SecretEnv.ACCESS_KEY, object_store.access_key))
+            envs.append(secret_env(access_var, object_store.access_key))
         if object_store.secret_key is not None:
-            envs.append(secret_env(SecretEnv.SECRET_KEY, object_store.secret_key))
+            envs.append(secret_env(secret_var, object_store.secret_key))
 
         self.mount_container = docker.Container(
             f"{name}-mount",
@@ -127,33 +137,30 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
                 docker.ContainerMountArgs(
                     type="bind",
                     source=host_mount_dir,
-                    target=MOUNTPOINT,
+                    target=SHARED_DIR,
                     bind_options=docker.ContainerMountBindOptionsArgs(propagation="rshared"),
                 ),
                 volume_mount(cache.name, CACHE_DIR),
             ],
-            healthcheck=healthcheck(mount_healthcheck(MOUNTPOINT, data_dir), start_period="120s"),
+            healthcheck=healthcheck(mount_healthcheck(MOUNTPOINT, data_dir), start_period_s=120),
             # `pulumi up` goes on only once the volume is formatted, mounted and has its data directory.
             wait=True,
             wait_timeout=300,
             networks_advanced=on_network(network, f"{name}-mount"),
-            restart=RESTART,
-            must_run=True,
             # SIGTERM makes the entry script stop `juicefs mount`, which unmounts cleanly; SIGKILL
             # would leave a dead FUSE mount on the host. Give it time to flush before Docker kills it.
             stop_signal="SIGTERM",
-            stop_timeout=60,
-            destroy_grace_seconds=60,
+            **long_running(MOUNT_STOP_S),
             opts=with_secret_envs(self, depends_on=[host_dir, *after]),
         )
 
         self.volume_name = pulumi.Output.from_input(settings.volume_name)
-        self.mount_path = pulumi.Output.from_input(host_mount_dir)
-        self.data_host_path = pulumi.Output.from_input(host_data_dir)
+        self.shared_host_path = pulumi.Output.from_input(host_mount_dir)
+        self.mount_path = pulumi.Output.from_input(f"{host_mount_dir}/{MOUNT_DIR_NAME}")
         self.register_outputs(
             {
                 "volume_name": self.volume_name,
+                "shared_host_path": self.shared_host_path,
                 "mount_path": self.mount_path,
-                "data_host_path": self.data_host_path,
             }
         )

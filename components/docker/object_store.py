@@ -1,4 +1,8 @@
-"""JuiceFS data blocks on a MinIO container, with the bucket created by the program."""
+"""JuiceFS data blocks on a MinIO container.
+
+`juicefs format` creates the bucket when it is missing (juicefs v1.4 cmd/format.go `doTesting` calls
+`Create` after a failed put), so no one-shot job is needed, and none can fail unnoticed.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ import pulumi_docker as docker
 
 from components.docker.common import (
     LOOPBACK,
-    on_network,
     secret_env,
     service_container,
     stateful_volume,
-    with_secret_envs,
 )
 from components.juicefs.commands import StorageType, minio_bucket_url
 from components.passwords import generated_password
@@ -19,12 +21,10 @@ from components.passwords import generated_password
 API_PORT = 9000
 CONSOLE_PORT = 9001
 DATA_DIR = "/data"
-# The `mc` alias the bucket job defines through MC_HOST_<alias>.
-MC_ALIAS = "store"
 
 
 class MinioObjectStore(pulumi.ComponentResource):
-    """MinIO with generated root credentials, its data on a named volume, and one bucket for JuiceFS."""
+    """MinIO with generated root credentials and its data on a named volume; JuiceFS's format makes the bucket."""
 
     storage: StorageType
     bucket_url: pulumi.Output[str]
@@ -34,7 +34,6 @@ class MinioObjectStore(pulumi.ComponentResource):
     root_password: pulumi.Output[str]
     host: str
     server: docker.Container
-    bucket: docker.Container
 
     def __init__(
         self,
@@ -76,26 +75,6 @@ class MinioObjectStore(pulumi.ComponentResource):
             data=data,
             data_dir=DATA_DIR,
             ports=ports,
-        )
-
-        # One-shot job: `mc` takes the endpoint and credentials from MC_HOST_<alias>, so no secret is
-        # on argv. It runs once per create (attach waits for it to exit) and is then left stopped.
-        alias_url = pulumi.Output.concat(
-            "http://", self.root_user, ":", self.root_password, "@", self.host, ":", str(API_PORT)
-        )
-        self.bucket = docker.Container(
-            f"{name}-bucket",
-            name=f"{name}-bucket",
-            image=image,
-            # The image's entrypoint would run `minio`; this job runs the bundled client instead.
-            entrypoints=["mc"],
-            command=["mb", "--ignore-existing", f"{MC_ALIAS}/{bucket_name}"],
-            envs=[secret_env(f"MC_HOST_{MC_ALIAS}", alias_url)],
-            networks_advanced=on_network(network, f"{name}-bucket"),
-            attach=True,
-            must_run=False,
-            restart="no",
-            opts=with_secret_envs(self, depends_on=[self.server]),
         )
 
         self.bucket_url = pulumi.Output.secret(minio_bucket_url(self.host, API_PORT, bucket_name))

@@ -25,6 +25,16 @@ class SecretEnv:
 
 StorageType = Literal["minio", "s3"]
 
+# Object-store credentials the client reads at every start when the volume stores none: the fallbacks of
+# juicefs v1.4 pkg/object/minio.go:77-82 and of the AWS default chain (pkg/object/s3.go:611-616).
+# Read at start, they follow a rotation; stored keys would be read from the metadata instead, and
+# neither `format` nor `mount` ever replaces them from the environment (cmd/format.go:540-551 reads
+# ACCESS_KEY/SECRET_KEY only when it creates the volume).
+CREDENTIAL_ENVS: dict[StorageType, tuple[str, str]] = {
+    "minio": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+    "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+}
+
 
 @dataclass(frozen=True)
 class FormatOptions:
@@ -138,42 +148,75 @@ def mount_ready_marker(mountpoint: str) -> str:
     return f"{mountpoint}/.config"
 
 
+def status_args(meta_url: str) -> list[str]:
+    return ["juicefs", "status", meta_url]
+
+
+def forget_stored_keys_args(meta_url: str) -> list[str]:
+    """`juicefs config` that empties the stored object-store keys, so the client reads CREDENTIAL_ENVS."""
+    return ["juicefs", "config", meta_url, "--access-key", "", "--secret-key", ""]
+
+
 FORMAT_TIMEOUT_S = 300
+STATUS_TIMEOUT_S = 30
+# Nobody without CAP_DAC_OVERRIDE (the CAS server drops it) can write into the mount point while
+# JuiceFS is not mounted on it, so stores can never land on the disk underneath.
+MOUNT_POINT_MODE = "0555"
+
+# PID 1 of a container ignores TERM unless it traps it. Trapped from the first line, a stop during
+# start-up ends the running step at once; once JuiceFS is mounted, it makes the mount process unmount
+# and exits only when it is gone: exiting at once would leave a dead FUSE mount and a stale session.
+_SUPERVISION = [
+    "set -eu",
+    "child=",
+    'stop() { if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; '
+    'status=0; wait "$child" || status=$?; exit "$status"; fi; exit 143; }',
+    "trap stop TERM INT",
+    # Each step runs in the background so that `wait` (and with it the trap) can be interrupted.
+    'step() { "$@" & child=$!; status=0; wait "$child" || status=$?; child=; return "$status"; }',
+]
 
 
-def mount_script(format_command: list[str], mount_command: list[str], mountpoint: str, data_dir: str) -> str:
+def mount_point_guard(mountpoint: str) -> str:
+    """Shell that creates the mount point read-only (MOUNT_POINT_MODE), unless something is mounted on it."""
+    point = shlex.quote(mountpoint)
+    mounted = shlex.quote(f" {mountpoint} ")
+    return f"mkdir -p {point} && if ! grep -qF {mounted} /proc/self/mounts; then chmod {MOUNT_POINT_MODE} {point}; fi"
+
+
+def mount_script(
+    format_command: list[str], mount_command: list[str], mountpoint: str, data_dir: str, meta_url: str
+) -> str:
     """Entry script of the mount container: format, mount, create the data directory, then supervise.
 
-    The data directory exists only inside the mounted filesystem, so a consumer that binds it cannot
-    start while JuiceFS is not mounted.
-
-    The script is the container's PID 1, and everything still running when PID 1 exits is killed.
-    So on TERM/INT it passes the signal on and exits only once the mount process has unmounted and
-    closed its session; exiting at once would leave a dead FUSE mount and a stale session behind.
-    Exiting from the trap also keeps a stop during start-up from reaching the `mkdir`, which could
-    otherwise land in the directory underneath a mount that is going away.
+    The mount point is a subdirectory of the bind of the shared host directory, so every mount and
+    unmount here propagates to the host and from there to the CAS server's bind of the same directory.
     """
     marker = mount_ready_marker(mountpoint)
+    point = shlex.quote(mountpoint)
     stale = shlex.quote(f" {mountpoint} fuse.juicefs ")
+    status = f"timeout {STATUS_TIMEOUT_S} {shlex.join(status_args(meta_url))} 2>/dev/null | grep -qF '\"AccessKey\"'"
+    stored_keys = f"step sh -c {shlex.quote(status)}"
+    forget_keys = f"step timeout {STATUS_TIMEOUT_S} {shlex.join(forget_stored_keys_args(meta_url))} >/dev/null"
     return (
         "\n".join(
             [
-                "set -eu",
-                # A killed predecessor leaves a dead FUSE mount that would block the new one. Clear
-                # only a JuiceFS mount: in Docker the mount point is the bind of the host directory,
-                # and unmounting that would keep the new mount inside the container.
-                f"if grep -qF {stale} /proc/self/mounts; then umount -l {shlex.quote(mountpoint)} || true; fi",
+                *_SUPERVISION,
+                # A killed predecessor leaves a dead FUSE mount that would block the new one (and
+                # `mkdir -p` on it). Unmounting it here propagates to the host and the CAS server.
+                f"if grep -qF {stale} /proc/self/mounts; then umount -l {point} || true; fi",
+                mount_point_guard(mountpoint),
+                # Keys stored by an earlier format would win over the environment and break at the next
+                # rotation; forget them first (stdout would print the old access key).
+                f"if {stored_keys}; then {forget_keys}; fi",
                 # An unreachable metadata engine makes the client retry for minutes; fail, and let the
                 # restart policy try again, instead of hanging with the health check never passing.
-                f"timeout {FORMAT_TIMEOUT_S} {shlex.join(format_command)}",
+                f"step timeout {FORMAT_TIMEOUT_S} {shlex.join(format_command)}",
                 f"{shlex.join(mount_command)} &",
-                "pid=$!",
-                # Pass TERM/INT on, then exit with the mount process's status once it is gone.
-                'trap \'kill -TERM "$pid" 2>/dev/null || true; '
-                'status=0; wait "$pid" || status=$?; exit "$status"\' TERM INT',
-                f'until [ -e {shlex.quote(marker)} ]; do kill -0 "$pid"; sleep 1; done',
+                "child=$!",
+                f'until [ -e {shlex.quote(marker)} ]; do kill -0 "$child"; sleep 1; done',
                 f"mkdir -p {shlex.quote(data_dir)}",
-                'wait "$pid"',
+                'wait "$child"',
             ]
         )
         + "\n"

@@ -15,6 +15,7 @@ rolls the pods even where the ConfigMap name would not change.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -23,6 +24,7 @@ import pulumi_kubernetes as k8s
 from components.nativelink import layout
 from components.nativelink.clients import client_outputs
 from components.nativelink.render import Endpoints, render_cluster
+from components.settings import quantity_value
 
 if TYPE_CHECKING:
     from components.settings import ContainerResources, Settings
@@ -176,7 +178,9 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
         ns = kube.namespace
         child = pulumi.ResourceOptions(parent=self)
         ns_name = namespace.metadata.name
-        configs = render_cluster(settings, cluster_endpoints(ns))
+        # A worker pod may use its whole CPU limit; a fraction of a CPU does not run an action.
+        worker_cpus = max(1, math.floor(quantity_value(kube.worker_resources.cpu_limit)))
+        configs = render_cluster(settings, cluster_endpoints(ns), cas_data=layout.CSI_CAS_DATA, worker_cpus=worker_cpus)
 
         def config_map(component: str, text: str) -> k8s.core.v1.ConfigMap:
             # Auto-named: a changed config is a new ConfigMap, and the old one goes after the rollout.
@@ -227,7 +231,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 # HostToContainer: a mount the CSI driver recovers on the node reappears in the pod.
                 {
                     "name": "cas-data",
-                    "mount_path": layout.CAS_DATA_ROOT,
+                    "mount_path": layout.CSI_CAS_DATA.filesystem,
                     "mount_propagation": "HostToContainer",
                 }
             ],
@@ -302,7 +306,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                         "ports": [{"protocol": "TCP", "port": layout.WORKER_API_PORT}],
                     },
                     {"ports": [{"protocol": "TCP", "port": layout.SCHEDULER_PORT}]},
-                    # Health and the admin (drain) endpoint: this namespace only.
+                    # Health: this namespace only (the admin endpoint listens on the pod loopback).
                     {
                         "from_": [{"pod_selector": {}}],
                         "ports": [{"protocol": "TCP", "port": layout.HEALTH_PORT}],

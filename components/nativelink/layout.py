@@ -12,9 +12,13 @@ from dataclasses import dataclass
 CAS_PORT = 50051
 SCHEDULER_PORT = 50052
 WORKER_API_PORT = 50061
-# Health and admin answer here only; never published.
+# Health answers here only; never published.
 HEALTH_PORT = 50081
 HEALTH_PATH = "/status"
+# The scheduler's admin (drain) endpoint listens on the loopback of its own container or pod only: build
+# actions share a network with the scheduler. Reach it with `kubectl port-forward`, or from a container
+# sharing the scheduler's network namespace (`docker run --network container:<scheduler>`).
+ADMIN_PORT = 50082
 ADMIN_PATH = "/admin"
 
 CONFIG_PATH = "/etc/nativelink/config.json5"
@@ -22,8 +26,6 @@ CONFIG_PATH = "/etc/nativelink/config.json5"
 WORKER_BINARY_DIR = "/opt/nativelink"
 WORKER_BINARY = f"{WORKER_BINARY_DIR}/nativelink"
 
-# JuiceFS mount as the CAS server sees it.
-CAS_DATA_ROOT = "/data/jfs"
 # A worker's private local volume: fast store and work directory on one filesystem.
 WORKER_ROOT = "/worker"
 
@@ -34,12 +36,32 @@ class StorePaths:
     temp_path: str
 
 
-CAS_STORE_PATHS = StorePaths(f"{CAS_DATA_ROOT}/cas/content", f"{CAS_DATA_ROOT}/cas/tmp")
-AC_STORE_PATHS = StorePaths(f"{CAS_DATA_ROOT}/ac/content", f"{CAS_DATA_ROOT}/ac/tmp")
+@dataclass(frozen=True)
+class CasData:
+    """Where the CAS server's container sees the JuiceFS filesystem, and where its stores live in it."""
+
+    filesystem: str
+    root: str
+
+    @property
+    def cas(self) -> StorePaths:
+        return StorePaths(f"{self.root}/cas/content", f"{self.root}/cas/tmp")
+
+    @property
+    def ac(self) -> StorePaths:
+        return StorePaths(f"{self.root}/ac/content", f"{self.root}/ac/tmp")
+
+
+# Kubernetes: the CSI volume (JuiceFS's directory for the claim) mounted where the stores live.
+CSI_CAS_DATA = CasData(filesystem="/data/jfs", root="/data/jfs")
+# Docker: the shared host directory is bound here, and JuiceFS is mounted at its `jfs` subdirectory, so
+# a new mount (after a restart of the mount container) reaches the running CAS server by propagation.
+DOCKER_SHARED_DIR = "/data/host"
+DOCKER_CAS_DATA = CasData(filesystem=f"{DOCKER_SHARED_DIR}/jfs", root=f"{DOCKER_SHARED_DIR}/jfs/nativelink")
+
 WORKER_FAST_STORE_PATHS = StorePaths(f"{WORKER_ROOT}/cas/content", f"{WORKER_ROOT}/cas/tmp")
 WORKER_WORK_DIRECTORY = f"{WORKER_ROOT}/work"
 
-# Filesystems (mount roots) each process has, for the layout rules.
-CAS_FILESYSTEMS = (CAS_DATA_ROOT,)
+# Filesystems (mount roots) each process has, for the layout rules; the CAS server's come from its CasData.
 SCHEDULER_FILESYSTEMS: tuple[str, ...] = ()
 WORKER_FILESYSTEMS = (WORKER_ROOT,)

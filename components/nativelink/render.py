@@ -49,6 +49,11 @@ from components.settings import Settings, size_bytes
 
 CAS_STORE = "CAS_MAIN_STORE"
 AC_STORE = "AC_MAIN_STORE"
+# The JuiceFS-backed filesystem stores, named at top level: NativeLink registers health checks only for
+# top-level stores (v1.6.6 src/bin/nativelink.rs:213-219, default_store_factory.rs:143-145; wrappers
+# register none), so only named here does a dead mount turn `/status` into a 503.
+CAS_FILES_STORE = "CAS_FILES"
+AC_FILES_STORE = "AC_FILES"
 REMOTE_CAS_STORE = "GRPC_CAS_STORE"
 REMOTE_AC_STORE = "GRPC_AC_STORE"
 WORKER_FAST_SLOW_STORE = "WORKER_FAST_SLOW_STORE"
@@ -72,34 +77,27 @@ class ClusterConfigs:
     cas_server: CasConfig
     scheduler: CasConfig
     worker: CasConfig
+    # Where the CAS server's stores live, for the layout rules.
+    cas_data: layout.CasData
 
 
-def _listener(name: str, port: int, services: ServicesConfig) -> ServerConfig:
+def _listener(name: str, port: int, services: ServicesConfig, host: str = "0.0.0.0") -> ServerConfig:
     return ServerConfig(
         name=name,
-        listener=ListenerConfig(http=HttpListener(socket_address=f"0.0.0.0:{port}")),
+        listener=ListenerConfig(http=HttpListener(socket_address=f"{host}:{port}")),
         services=services,
     )
 
 
-def _health_listener(*, admin: bool = False) -> ServerConfig:
-    return _listener(
-        "health",
-        layout.HEALTH_PORT,
-        ServicesConfig(
-            health=HealthConfig(path=layout.HEALTH_PATH),
-            admin=AdminConfig(path=layout.ADMIN_PATH) if admin else None,
-        ),
-    )
+def _health_listener() -> ServerConfig:
+    return _listener("health", layout.HEALTH_PORT, ServicesConfig(health=HealthConfig(path=layout.HEALTH_PATH)))
 
 
-def _filesystem(paths: layout.StorePaths, max_bytes: int) -> StoreSpec:
-    return StoreSpec(
-        filesystem=FilesystemSpec(
-            content_path=paths.content_path,
-            temp_path=paths.temp_path,
-            eviction_policy=EvictionPolicy(max_bytes=max_bytes),
-        )
+def _filesystem(paths: layout.StorePaths, max_bytes: int) -> FilesystemSpec:
+    return FilesystemSpec(
+        content_path=paths.content_path,
+        temp_path=paths.temp_path,
+        eviction_policy=EvictionPolicy(max_bytes=max_bytes),
     )
 
 
@@ -115,25 +113,26 @@ def _remote_stores(settings: Settings, endpoints: Endpoints) -> list[NamedStore]
     ]
 
 
-def render_cas_server(settings: Settings) -> CasConfig:
+def _ref(name: str) -> StoreSpec:
+    return StoreSpec(ref_store=RefSpec(name=name))
+
+
+def render_cas_server(settings: Settings, cas_data: layout.CasData) -> CasConfig:
     instance = settings.nativelink.instance_name
+    cas_files = _filesystem(cas_data.cas, size_bytes(settings.nativelink.cas_max_bytes))
+    ac_files = _filesystem(cas_data.ac, size_bytes(settings.nativelink.ac_max_bytes))
     return CasConfig(
         stores=[
+            NamedStore(name=CAS_FILES_STORE, filesystem=cas_files),
+            NamedStore(name=AC_FILES_STORE, filesystem=ac_files),
             NamedStore(
                 name=CAS_STORE,
-                verify=VerifySpec(
-                    backend=_filesystem(layout.CAS_STORE_PATHS, size_bytes(settings.nativelink.cas_max_bytes)),
-                    verify_size=True,
-                    verify_hash=True,
-                ),
+                verify=VerifySpec(backend=_ref(CAS_FILES_STORE), verify_size=True, verify_hash=True),
             ),
             # An AC entry whose outputs were evicted from the CAS reads as a miss, not a broken hit.
             NamedStore(
                 name=AC_STORE,
-                completeness_checking=CompletenessCheckingSpec(
-                    backend=_filesystem(layout.AC_STORE_PATHS, size_bytes(settings.nativelink.ac_max_bytes)),
-                    cas_store=StoreSpec(ref_store=RefSpec(name=CAS_STORE)),
-                ),
+                completeness_checking=CompletenessCheckingSpec(backend=_ref(AC_FILES_STORE), cas_store=_ref(CAS_STORE)),
             ),
         ],
         servers=[
@@ -189,14 +188,23 @@ def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
             _listener(
                 "worker_api", layout.WORKER_API_PORT, ServicesConfig(worker_api=WorkerApiConfig(scheduler=SCHEDULER))
             ),
-            _health_listener(admin=True),
+            _health_listener(),
+            _listener(
+                "admin", layout.ADMIN_PORT, ServicesConfig(admin=AdminConfig(path=layout.ADMIN_PATH)), "127.0.0.1"
+            ),
         ],
     )
 
 
-def render_worker(settings: Settings, endpoints: Endpoints) -> CasConfig:
+def render_worker(settings: Settings, endpoints: Endpoints, cpus: int) -> CasConfig:
+    """The worker config for a container limited to `cpus` CPUs.
+
+    It advertises `cpus`, not `nproc` (which counts the host's CPUs whatever the limit), and takes at
+    most that many actions at once unless told otherwise: NativeLink's 0 means no limit at all
+    (v1.6.6 nativelink-scheduler/src/worker.rs:335-337).
+    """
     workers = settings.workers
-    properties = {"cpu_count": WorkerProperty(query_cmd="nproc")}
+    properties = {"cpu_count": WorkerProperty(values=[str(cpus)])}
     properties.update({key: WorkerProperty(values=list(values)) for key, values in workers.platform_properties.items()})
     return CasConfig(
         stores=[
@@ -204,8 +212,10 @@ def render_worker(settings: Settings, endpoints: Endpoints) -> CasConfig:
             NamedStore(
                 name=WORKER_FAST_SLOW_STORE,
                 fast_slow=FastSlowSpec(
-                    fast=_filesystem(layout.WORKER_FAST_STORE_PATHS, size_bytes(workers.fast_store_size)),
-                    slow=StoreSpec(ref_store=RefSpec(name=REMOTE_CAS_STORE)),
+                    fast=StoreSpec(
+                        filesystem=_filesystem(layout.WORKER_FAST_STORE_PATHS, size_bytes(workers.fast_store_size))
+                    ),
+                    slow=_ref(REMOTE_CAS_STORE),
                     # Inputs are cached locally; outputs go straight to the CAS server.
                     fast_direction="get",
                 ),
@@ -223,7 +233,7 @@ def render_worker(settings: Settings, endpoints: Endpoints) -> CasConfig:
                     work_directory=layout.WORKER_WORK_DIRECTORY,
                     platform_properties=dict(sorted(properties.items())),
                     max_action_timeout_s=workers.max_action_timeout_s,
-                    max_inflight_tasks=workers.max_inflight_tasks,
+                    max_inflight_tasks=workers.max_inflight_tasks or cpus,
                 )
             )
         ],
@@ -232,12 +242,15 @@ def render_worker(settings: Settings, endpoints: Endpoints) -> CasConfig:
     )
 
 
-def render_cluster(settings: Settings, endpoints: Endpoints) -> ClusterConfigs:
+def render_cluster(
+    settings: Settings, endpoints: Endpoints, *, cas_data: layout.CasData, worker_cpus: int
+) -> ClusterConfigs:
     """All three configs, checked against the deployment's layout rules before anything uses them."""
     configs = ClusterConfigs(
-        cas_server=render_cas_server(settings),
+        cas_server=render_cas_server(settings, cas_data),
         scheduler=render_scheduler(settings, endpoints),
-        worker=render_worker(settings, endpoints),
+        worker=render_worker(settings, endpoints, worker_cpus),
+        cas_data=cas_data,
     )
     problems = check_cluster(configs)
     if problems:

@@ -17,11 +17,15 @@ from components.nativelink.schema import CasConfig, FilesystemSpec, ServicesConf
 if TYPE_CHECKING:
     from components.nativelink.render import ClusterConfigs
 
-PROCESS_FILESYSTEMS: Mapping[str, tuple[str, ...]] = {
-    "cas_server": layout.CAS_FILESYSTEMS,
-    "scheduler": layout.SCHEDULER_FILESYSTEMS,
-    "worker": layout.WORKER_FILESYSTEMS,
-}
+
+def process_filesystems(cas_data: layout.CasData) -> dict[str, tuple[str, ...]]:
+    return {
+        "cas_server": (cas_data.filesystem,),
+        "scheduler": layout.SCHEDULER_FILESYSTEMS,
+        "worker": layout.WORKER_FILESYSTEMS,
+    }
+
+
 # Services each process must serve for the deployment to work.
 REQUIRED_SERVICES: Mapping[str, frozenset[str]] = {
     "cas_server": frozenset({"cas", "ac", "bytestream", "capabilities", "health"}),
@@ -151,10 +155,7 @@ def _check_services(process: str, config: CasConfig) -> list[str]:
     return [f"{process}: no listener serves {sorted(missing)}"] if missing else []
 
 
-def check_configs(
-    configs: Mapping[str, CasConfig],
-    filesystems: Mapping[str, tuple[str, ...]] = PROCESS_FILESYSTEMS,
-) -> list[str]:
+def check_configs(configs: Mapping[str, CasConfig], filesystems: Mapping[str, tuple[str, ...]]) -> list[str]:
     """Every broken rule, as one sentence each; empty when the layout is sound."""
     problems: list[str] = []
     owners: dict[str, str] = {}
@@ -171,4 +172,7 @@ def check_configs(
 
 
 def check_cluster(configs: ClusterConfigs) -> list[str]:
-    return check_configs({"cas_server": configs.cas_server, "scheduler": configs.scheduler, "worker": configs.worker})
+    return check_configs(
+        {"cas_server": configs.cas_server, "scheduler": configs.scheduler, "worker": configs.worker},
+        process_filesystems(configs.cas_data),
+    )

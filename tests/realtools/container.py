@@ -27,7 +27,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
@@ -151,6 +151,21 @@ def force_cleanup(mountpoint: Path) -> None:
         if not mounts_at(mountpoint):
             break
         subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30, check=False)
+
+
+@contextlib.contextmanager
+def own_mount(directory: Path, propagation: str) -> Iterator[Path]:
+    """``directory`` (created) bound onto itself with ``propagation`` (rshared, private, ...), then undone.
+
+    A mount of its own gives a test the propagation it needs whatever the machine's root mount has.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        for args in (["--bind", str(directory), str(directory)], [f"--make-{propagation}", str(directory)]):
+            subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30, check=True)
+        yield directory
+    finally:
+        force_cleanup(directory)
 
 
 def _children(pid: int) -> list[int]:
@@ -367,7 +382,9 @@ class MountHost:
     def container(self, env: Mapping[str, str] | None = None) -> ContainerScript:
         """A new container run of the program's mount script (not started)."""
         run = len(self.containers) + 1
-        script = mount_script(self.format_command, self.mount_command(run), str(self.mountpoint), str(self.data_dir))
+        script = mount_script(
+            self.format_command, self.mount_command(run), str(self.mountpoint), str(self.data_dir), self.meta_url
+        )
         container = ContainerScript(
             script, self.env if env is None else env, self.tmp_path / f"container-{run}.log", self.mountpoint
         )

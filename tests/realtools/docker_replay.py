@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Inputs the Pulumi provider acts on itself; `docker run` has no option for them.
-PROVIDER_ONLY = frozenset({"wait", "waitTimeout", "mustRun", "destroyGraceSeconds"})
+PROVIDER_ONLY = frozenset({"wait", "waitTimeout", "mustRun", "destroyGraceSeconds", "attach"})
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,12 @@ def run_spec(inputs: Mapping[str, Any], swaps: Swaps) -> RunSpec:
             options += [opt for item in value for opt in ("--security-opt", item)]
         elif key == "mounts":
             options += mount_options(value, swaps)
+        elif key == "volumes":
+            for volume in value:
+                unknown = set(volume) - {"hostPath", "containerPath"}
+                if unknown:
+                    raise ValueError(f"cannot replay volume keys {sorted(unknown)}")
+                options += ["--volume", f"{swaps.path(volume['hostPath'])}:{volume['containerPath']}"]
         elif key == "healthcheck":
             options += _healthcheck_options(value)
         elif key == "restart":
@@ -136,6 +142,16 @@ def run_spec(inputs: Mapping[str, Any], swaps: Swaps) -> RunSpec:
             options += ["--stop-signal", value]
         elif key == "stopTimeout":
             options += ["--stop-timeout", str(int(value))]
+        elif key == "logDriver":
+            options += ["--log-driver", value]
+        elif key == "logOpts":
+            options += [opt for name, setting in sorted(value.items()) for opt in ("--log-opt", f"{name}={setting}")]
+        elif key == "init":
+            options += ["--init"] if value else []
+        elif key == "cpus":
+            options += ["--cpus", value]
+        elif key == "memory":
+            options += ["--memory", f"{int(value)}m"]
         else:
             raise ValueError(f"cannot replay container input {key!r}")
     options += ["--network", swaps.network]

@@ -137,7 +137,8 @@ class DockerDaemon(ManagedServer):
 
     kind = "dockerd"
     start_timeout = 30.0
-    stop_timeout = 30.0
+    # On SIGTERM it stops every container with that container's own stop timeout first.
+    stop_timeout = 90.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -154,7 +155,6 @@ class DockerDaemon(ManagedServer):
         self._cli = _require_binary("docker", DOCKER_INSTALL, ["/usr/bin"])
 
     def _start(self) -> None:
-        assert self._dockerd is not None
         tmp = self.tmp_dir
         self._preexisting = {path for path in DAEMON_HOST_DIRS if path.exists()}
         # Its own config file: the host's /etc/docker/daemon.json must not apply. The trust key
@@ -162,6 +162,20 @@ class DockerDaemon(ManagedServer):
         config = tmp / "daemon.json"
         config.write_text(json.dumps({"deprecated-key-path": str(tmp / "key.json")}))
         (tmp / "cli").mkdir()
+        self._launch()
+
+    def restart(self) -> None:
+        """Stop the daemon as its service would (SIGTERM: it stops its containers) and start it again.
+
+        Containers whose restart policy says so come back, as after a `systemctl restart docker`.
+        """
+        self._stop_process()
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self._dockerd is not None
+        tmp = self.tmp_dir
+        config = tmp / "daemon.json"
         self._spawn(
             [
                 self._dockerd,

@@ -470,12 +470,7 @@ class ManagedServer:
         return self
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            _terminate(proc, self.stop_signal, self.stop_timeout)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
+        self._stop_process()
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -497,6 +492,15 @@ class ManagedServer:
 
     def _check_dependencies(self) -> None:
         """Raise MissingDependencyError before anything is created."""
+
+    def _stop_process(self) -> None:
+        """Stop the process only; its directory stays for the next `_spawn`."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _terminate(proc, self.stop_signal, self.stop_timeout)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
 
     def _start(self) -> None:
         raise NotImplementedError
@@ -1056,11 +1060,10 @@ class S3Gateway(ManagedServer):
     def _start(self) -> None:
         self.port = free_port()
         tmp = self.tmp_dir
-        meta = f"sqlite3://{tmp / 'gw.db'}"
         result = run_juicefs(
             [
                 "format",
-                meta,
+                self._meta_url,
                 self.volume,
                 "--storage",
                 "file",
@@ -1073,13 +1076,21 @@ class S3Gateway(ManagedServer):
         )
         if result.returncode != 0:
             raise ServerStartError(f"{self.kind}: formatting the backing volume failed\n{describe(result)}")
+        self._serve()
+
+    @property
+    def _meta_url(self) -> str:
+        return f"sqlite3://{self.tmp_dir / 'gw.db'}"
+
+    def _serve(self) -> None:
+        tmp = self.tmp_dir
         env = juicefs_env({"MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key})
         self._spawn(
             [
                 juicefs_binary(),
                 "--no-agent",
                 "gateway",
-                meta,
+                self._meta_url,
                 f"{self.host}:{self.port}",
                 "--multi-buckets",
                 "--keep-etag",
@@ -1096,6 +1107,13 @@ class S3Gateway(ManagedServer):
             env=env,
         )
         self._wait_ready(self._list_buckets_ok, "answer a signed ListBuckets")
+
+    def rotate_credentials(self) -> None:
+        """Restart on the same port and data with new root credentials, as MinIO after a new `pulumi up`."""
+        self._stop_process()
+        self.access_key = "rt" + secrets.token_hex(6)
+        self.secret_key = new_secret()
+        self._serve()
 
     def _list_buckets_ok(self) -> bool:
         try:

@@ -23,16 +23,19 @@ from typing import Any
 import pytest
 
 from components.juicefs.commands import (
+    CREDENTIAL_ENVS,
     FormatOptions,
     SecretEnv,
     format_args,
     minio_bucket_url,
+    mount_script,
     redis_meta_url,
 )
 from components.settings import JuiceFsSettings, size_bytes
 from tests.stacks import stack_settings
 
 from .container import (
+    ContainerScript,
     MountHost,
     bucket_objects,
     healthcheck,
@@ -40,6 +43,7 @@ from .container import (
     mountpoint_command,
     mounts_at,
     processes_mentioning,
+    run_program_juicefs,
     sha256_file,
     text_with_marker,
     write_synced,
@@ -61,16 +65,18 @@ class DevVolume:
         self.redis = redis
         self.gateway = gateway
         self.db = redis.allocate_db()
-        self.bucket = gateway.create_bucket(self.settings.bucket_name)
+        # The bucket does not exist yet: `juicefs format` creates it, as in the dev stack.
+        self.bucket = self.settings.bucket_name
         self.meta_url = redis_meta_url(redis.host, redis.port, self.db)
         self.bucket_url = minio_bucket_url(gateway.host, gateway.port, self.settings.bucket_name)
 
     @property
     def env(self) -> dict[str, str]:
+        access, secret = CREDENTIAL_ENVS["minio"]
         return {
             SecretEnv.META_PASSWORD: self.redis.password,
-            SecretEnv.ACCESS_KEY: self.gateway.access_key,
-            SecretEnv.SECRET_KEY: self.gateway.secret_key,
+            access: self.gateway.access_key,
+            secret: self.gateway.secret_key,
         }
 
     def format_command(self) -> list[str]:
@@ -165,8 +171,8 @@ def test_mount_script_serves_the_volume_and_stops_cleanly(dev_volume: DevVolume,
     assert setting["BlockSize"] == settings.block_size_kib == 4096
     assert setting["Compression"] == settings.compress == "lz4"
     assert setting["TrashDays"] == settings.trash_days == 1
-    assert setting["AccessKey"] == dev_volume.gateway.access_key
-    assert setting["SecretKey"] == "removed"
+    # No object-store key is stored in the metadata: the client reads them from its environment.
+    assert "AccessKey" not in setting and "SecretKey" not in setting
     assert not setting.get("EncryptKey")
     assert len(dev_volume.sessions_at(mountpoint)) == 1
 
@@ -263,3 +269,43 @@ def test_stop_during_start_up_unmounts_and_exits(dev_volume: DevVolume, host: Mo
     assert processes_mentioning(mountpoint) == []
     assert list(mountpoint.iterdir()) == []
     assert dev_volume.sessions_at(mountpoint) == []
+
+
+def test_stop_during_format_ends_the_container_at_once(dev_volume: DevVolume, tmp_path: Path) -> None:
+    """PID 1 ignores TERM it does not trap: without the trap set first, `docker stop` waits out its timeout."""
+    mountpoint = tmp_path / "jfs"
+    slow_format = ["sleep", "60"]
+    script = mount_script(
+        slow_format, ["sleep", "60"], str(mountpoint), str(mountpoint / "nativelink"), dev_volume.meta_url
+    )
+    with ContainerScript(script, dev_volume.env, tmp_path / "container.log", mountpoint) as container:
+        container.wait_for("format runs", lambda: container.supervised_processes() == ["timeout"], START_TIMEOUT)
+        started = time.monotonic()
+        code = container.terminate(STOP_TIMEOUT)
+        assert time.monotonic() - started < 3, container.describe()
+        assert code == 128 + signal.SIGTERM, container.describe()
+        assert container.namespace_processes() == []
+
+
+def test_new_credentials_reach_a_volume_that_stored_the_old_ones(dev_volume: DevVolume, host: MountHost) -> None:
+    """A volume formatted with stored keys (or by an earlier version) keeps using them until told otherwise;
+    after a rotation (a destroy and up generates new ones) the mount would fail with 403 forever."""
+    stale = {"--access-key": "rotated-away", "--secret-key": secrets.token_hex(16)}
+    formatted = run_program_juicefs(
+        [*dev_volume.format_command(), *(word for pair in stale.items() for word in pair)], dev_volume.env
+    )
+    assert formatted.returncode != 0  # the stale keys are refused by the store: they are really stale
+    forced = run_program_juicefs(
+        [*dev_volume.format_command(), *(word for pair in stale.items() for word in pair)],
+        {**dev_volume.env, "JFS_NO_CHECK_OBJECT_STORAGE": "1"},
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert dev_volume.status()["Setting"]["AccessKey"] == "rotated-away"
+
+    container = host.container().start()
+    container.wait_healthy(host.healthcheck, START_TIMEOUT)
+    assert "AccessKey" not in dev_volume.status()["Setting"]
+    assert "rotated-away" not in container.log_text()  # `juicefs config` prints the old key; not to the log
+    checksum = write_synced(host.data_dir / "rotated" / "new.bin", os.urandom(2**20))
+    assert sha256_file(host.data_dir / "rotated" / "new.bin") == checksum
+    assert container.terminate(STOP_TIMEOUT) == 0, container.describe()

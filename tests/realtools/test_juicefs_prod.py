@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components.juicefs.commands import (
+    CREDENTIAL_ENVS,
     FormatOptions,
     SecretEnv,
     format_args,
@@ -109,10 +110,15 @@ class ProdVolume:
 
     def env(self, passphrase: str | None = "") -> dict[str, str]:
         """Secrets for juicefs; ``passphrase=None`` leaves the RSA passphrase out, ``""`` uses the right one."""
+        # ACCESS_KEY/SECRET_KEY for the format (which stores them, as the CSI driver's does); the mount
+        # script removes stored keys, after which the client reads the standard credential variables.
+        access, secret = CREDENTIAL_ENVS["s3"]
         env = {
             SecretEnv.META_PASSWORD: self.meta_password,
             SecretEnv.ACCESS_KEY: self.gateway.access_key,
             SecretEnv.SECRET_KEY: self.gateway.secret_key,
+            access: self.gateway.access_key,
+            secret: self.gateway.secret_key,
         }
         if passphrase is not None:
             env[SecretEnv.RSA_PASSPHRASE] = passphrase or self.passphrase
