@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pulumi
-import pulumi_command as command
 import pulumi_docker as docker
 
 from components.docker.juicefs_volume import DockerJuiceFsVolume
 from components.docker.metadata_engine import RedisMetadataEngine
 from components.docker.nativelink_cluster import ClusterImages, DockerNativeLinkCluster
 from components.docker.object_store import MinioObjectStore
-from components.docker.preflight import preflight_script
+from components.docker.preflight import check_host
 from components.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,15 +26,10 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
     def top(**options: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(**options))
 
-    # The host checks come first: every container waits for them, through the network or explicitly.
-    preflight = command.local.Command(
-        f"{prefix}-preflight",
-        create=preflight_script(settings.docker.host_mount_dir),
-        interpreter=["/bin/sh", "-c"],
-        opts=top(),
-    )
+    # What the host must give, checked before any resource is registered.
+    check_host(settings.docker)
     # A plain bridge network: `internal` would also cut off the ports published on loopback.
-    network = docker.Network(f"{prefix}-network", name=prefix, driver="bridge", opts=top(depends_on=[preflight]))
+    network = docker.Network(f"{prefix}-network", name=prefix, driver="bridge", opts=top())
     versions = settings.versions
     images = {
         role: docker.RemoteImage(f"{prefix}-{role}-image", name=ref, keep_locally=True, opts=top())
@@ -80,7 +74,6 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
         helper_image=images["busybox"].image_id,
         network=network.name,
         retain_cache=retain,
-        host_checks=[preflight],
         after=ready,
         opts=top(depends_on=ready),
     )
@@ -96,7 +89,6 @@ def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = No
         network=network.name,
         shared_host_path=volume.shared_host_path,
         mount_container=volume.mount_container,
-        host_checks=[preflight],
         opts=top(),
     )
 

@@ -77,6 +77,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[Recorded] = []
         self._by_key: dict[tuple[str, str], Recorded] = {}
+        # (token, args) of every invoke, in order.
+        self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         record = self._by_key.get((args.typ, args.name))
@@ -127,12 +129,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {}
         return {"metadata": {**metadata, "name": f"{args.name}-mock"}}
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]]]:
+        self.calls.append((args.token, dict(args.args)))
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/ci", "userId": "ci"}, None
+            return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/ci", "userId": "ci"}, []
         if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, None
-        return {}, None
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, []
+        return {}, []
 
     # ---- recording options through a legacy transformation (new-style transforms do not run under mocks)
 

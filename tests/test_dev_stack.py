@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import json5
+import pulumi
 import pytest
 
 from components.docker.common import go_duration
@@ -28,8 +29,8 @@ NETWORK = "docker:index/network:Network"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 PASSWORD = "random:index/randomPassword:RandomPassword"
 COMMAND = "command:local:Command"
-# Registered at the top, under the stack: what every component waits for or shares.
-STACK_WIDE = ("nativelink-network", "nativelink-preflight")
+# Registered at the top, under the stack: what components share.
+STACK_WIDE = ("nativelink-network",)
 COMPONENTS = {
     "nativelink:metadata:RedisContainer": "nativelink-redis",
     "nativelink:storage:MinioContainer": "nativelink-minio",
@@ -70,9 +71,8 @@ def dev(mocks: RecordingMocks) -> RecordingMocks:
 def test_builds_the_expected_resources(dev: RecordingMocks) -> None:
     counts = {typ: len(dev.of_type(typ)) for typ in (CONTAINER, VOLUME, NETWORK, IMAGE, PASSWORD, COMMAND)}
     # redis, minio, host-dir job, mount, cas, cas probe, scheduler, scheduler probe, worker-binary job,
-    # 3 workers; volumes: redis, minio, cache, worker binary, 3 worker volumes; the host preflight and a
-    # check per one-shot job
-    assert counts == {CONTAINER: 12, VOLUME: 7, NETWORK: 2, IMAGE: 7, PASSWORD: 3, COMMAND: 3}
+    # 3 workers; volumes: redis, minio, cache, worker binary, 3 worker volumes; a check per one-shot job
+    assert counts == {CONTAINER: 12, VOLUME: 7, NETWORK: 2, IMAGE: 7, PASSWORD: 3, COMMAND: 2}
     assert {typ: [r.name for r in dev.of_type(typ)] for typ in COMPONENTS} == {
         typ: [name] for typ, name in COMPONENTS.items()
     }
@@ -273,19 +273,32 @@ def test_host_directory_is_created_through_a_legacy_bind(dev: RecordingMocks) ->
     assert inputs["attach"] is True
 
 
-def test_no_container_starts_before_the_host_preflight(dev: RecordingMocks) -> None:
-    (preflight,) = dev.of_type(COMMAND)[:1]
-    assert preflight.name == "nativelink-preflight"
-    assert preflight.inputs["create"] == preflight_script("/var/lib/nativelink-juicefs")
-    gates = {"nativelink-network", "nativelink-workers", *ONE_SHOT}
-    for name in gates:
-        record = next(r for r in dev.resources if r.name == name and r.typ in (NETWORK, CONTAINER))
-        assert dependency_names(record) == {"nativelink-preflight"}, name
-    # Every other container joins one of the two networks, so it is created after them.
-    for record in dev.of_type(CONTAINER):
-        if record.name not in gates:
-            networks = {network["name"] for network in reveal(record.inputs)["networksAdvanced"]}
-            assert networks & {"nativelink", "nativelink-workers"}, record.name
+def test_the_host_preflight_runs_before_any_resource_on_every_up(mocks: RecordingMocks) -> None:
+    registered_before: list[int] = []
+    original = mocks.call
+
+    def call(args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]]]:
+        registered_before.append(len(mocks.resources))
+        return original(args)
+
+    mocks.call = call  # type: ignore[method-assign]
+    build(mocks, stack_settings("dev"))
+    runs = [args for token, args in mocks.calls if token == "command:local:run"]
+    assert len(runs) == 1
+    assert runs[0]["command"] == '/bin/sh -c "$NATIVELINK_JUICEFS_PREFLIGHT"'
+    assert runs[0]["environment"] == {
+        "NATIVELINK_JUICEFS_PREFLIGHT": preflight_script("/var/lib/nativelink-juicefs", 2),
+        "DOCKER_HOST": "unix:///var/run/docker.sock",
+    }
+    assert registered_before[0] == 0, "resources were registered before the preflight"
+
+
+def test_a_preview_does_not_check_the_host(mocks: RecordingMocks) -> None:
+    """Pull requests preview dev on machines that are not its Docker host."""
+    pulumi.runtime.set_mocks(mocks, project="nativelink-juicefs", stack="test", preview=True)
+    build(mocks, stack_settings("dev"))
+    assert [token for token, _ in mocks.calls if token == "command:local:run"] == []
+    assert len(mocks.of_type(CONTAINER)) == 12
 
 
 @pytest.mark.parametrize("job", ONE_SHOT)
@@ -364,8 +377,9 @@ def test_workers_are_limited_and_reap_their_actions_orphans(dev: RecordingMocks)
     for name in NATIVELINK[2:]:
         inputs = container(dev, name)
         assert inputs["init"] is True, name
-        assert inputs["cpus"] == "2", name
-        assert inputs["memory"] == 4 * 1000**3 // 2**20, name
+        # Spelled as the provider reads them back: anything else replaces the workers on every refresh.
+        assert inputs["cpus"] == "2.0", name
+        assert inputs["memory"] == inputs["memorySwap"] == 4 * 1000**3 // 2**20, name
 
 
 def test_workers_run_the_nativelink_binary_inside_the_toolchain_image(dev: RecordingMocks) -> None:

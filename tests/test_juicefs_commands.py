@@ -96,9 +96,9 @@ def test_mount_args_size_the_cache_in_mib() -> None:
 def script() -> str:
     return mount_script(
         format_args(options(), "redis://redis:6379/1"),
-        mount_args(MountOptions("/jfs", "/var/jfsCache", "5gb"), "redis://redis:6379/1"),
-        "/jfs",
-        "/jfs/nativelink",
+        mount_args(MountOptions("/shared/jfs", "/var/jfsCache", "5gb"), "redis://redis:6379/1"),
+        "/shared/jfs",
+        "/shared/jfs/nativelink",
         "redis://redis:6379/1",
     )
 
@@ -111,16 +111,16 @@ def test_mount_script_formats_then_mounts_then_creates_the_data_directory(script
     lines = script.splitlines()
     order = [
         lines.index("trap stop TERM INT"),
-        lines.index(mount_point_guard("/jfs")),
+        lines.index(mount_point_guard("/shared", "jfs")),
         next(i for i, line in enumerate(lines) if "juicefs config" in line),
         next(i for i, line in enumerate(lines) if line.startswith(f"step timeout {FORMAT_TIMEOUT_S} juicefs format")),
         next(i for i, line in enumerate(lines) if line.startswith("juicefs mount")),
-        next(i for i, line in enumerate(lines) if "/jfs/.config" in line),
-        next(i for i, line in enumerate(lines) if line.startswith("mkdir -p /jfs/nativelink")),
+        next(i for i, line in enumerate(lines) if "/shared/jfs/.config" in line),
+        next(i for i, line in enumerate(lines) if line.startswith("mkdir -p /shared/jfs/nativelink")),
         next(i for i, line in enumerate(lines) if line.startswith("wait")),
     ]
     assert order == sorted(order)
-    assert mount_point_guard("/jfs").endswith("then chmod 0555 /jfs; fi")
+    assert "chmod 0555 /shared/jfs; fi && chmod 0555 /shared" in mount_point_guard("/shared", "jfs")
     assert shlex.split(lines[order[3]]) == [
         "step",
         "timeout",
@@ -179,7 +179,8 @@ def test_mount_script_outlives_the_mount_process_on_term(tmp_path: Path) -> None
 
 
 def test_mount_point_guard_leaves_a_read_only_mount_point(tmp_path: Path) -> None:
-    point = tmp_path / "shared" / "jfs"
+    shared = tmp_path / "shared"
     for _ in range(2):  # idempotent: every start of the mount container runs it
-        subprocess.run(["sh", "-c", mount_point_guard(str(point))], timeout=10, check=True)
-        assert stat.S_IMODE(point.stat().st_mode) == 0o555
+        subprocess.run(["sh", "-c", mount_point_guard(str(shared), "jfs")], timeout=10, check=True)
+        assert stat.S_IMODE((shared / "jfs").stat().st_mode) == 0o555
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o555

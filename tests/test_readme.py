@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from components.nativelink import layout
+from components.nativelink.render import SCHEDULER
 from components.settings import Settings
 from components.stack import SECRET_KEYS
 from tests.mocks import RecordingMocks
@@ -97,3 +99,9 @@ def test_dev_container_names_exist(mocks: RecordingMocks) -> None:
     }
     # Every container is documented, and nothing else.
     assert named == containers, named ^ containers
+
+
+def test_the_drain_command_reaches_the_rendered_admin_endpoint() -> None:
+    # NativeLink's admin route is keyed by scheduler name (v1.6.6 src/bin/nativelink.rs, set_drain_worker).
+    route = f"http://127.0.0.1:{layout.ADMIN_PORT}{layout.ADMIN_PATH}/scheduler/{SCHEDULER}/set_drain_worker/"
+    assert route in README

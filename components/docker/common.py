@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TypedDict
 
@@ -43,6 +44,24 @@ def long_running(stop_s: int) -> LongRunning:
         log_driver=LOG_DRIVER,
         log_opts=LOG_OPTS,
     )
+
+
+# The Docker provider's engine: `docker:host`, else DOCKER_HOST, else the local socket
+# (pulumi-docker provider.go); the docker CLI would follow its current context instead.
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def docker_host() -> str:
+    configured = pulumi.Config("docker").get("host") or os.environ.get("DOCKER_HOST")
+    return configured or DEFAULT_DOCKER_HOST
+
+
+def docker_cpus(cpus: int) -> str:
+    """`cpus` as the provider reads it back (terraform-provider-docker v4.5.0 helpers.go:133-149,
+    `nanoInt64ToDecimalString`): 2 -> "2.0", 10 -> "10.". Any other spelling, "2" included, is a
+    change on every refresh, and `cpus` replaces the container."""
+    fraction = f"{cpus}.000000000"
+    return f"{cpus}.0" if fraction.count("0") == 9 else fraction.rstrip("0")
 
 
 def size_mib(size: str) -> int:

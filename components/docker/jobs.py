@@ -8,11 +8,12 @@ be a green `up`. A pulumi-command step after each job asks Docker for the code a
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
+
+from components.docker.common import docker_host
 
 # Lines of the job's log that reach the error.
 LOG_TAIL = 40
@@ -44,7 +45,6 @@ def one_shot(
     command_line: list[str],
     mounts: list[docker.ContainerMountArgs] | None = None,
     volumes: list[docker.ContainerVolumeArgs] | None = None,
-    depends_on: Sequence[pulumi.Resource] = (),
 ) -> tuple[docker.Container, command.local.Command]:
     """The job (named `resource_name` in Docker too, with no network) and the step that fails unless it exited 0.
 
@@ -61,12 +61,14 @@ def one_shot(
         attach=True,
         must_run=False,
         restart="no",
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+        opts=pulumi.ResourceOptions(parent=parent),
     )
     succeeded = command.local.Command(
         f"{resource_name}-succeeded",
         create=job_check_script(resource_name),
         interpreter=["/bin/sh", "-c"],
+        # The engine the provider creates containers on, whatever the CLI's current context says.
+        environment={"DOCKER_HOST": docker_host()},
         # A new job (a replacement) is checked again.
         triggers=[job.id],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[job]),

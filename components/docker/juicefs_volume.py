@@ -73,7 +73,6 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
         helper_image: pulumi.Input[str],
         network: pulumi.Input[str],
         retain_cache: bool,
-        host_checks: Sequence[pulumi.Resource] = (),
         after: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -87,9 +86,8 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
             f"{name}-host-dir",
             parent=self,
             image=helper_image,
-            command_line=["sh", "-c", mount_point_guard(f"{HOST_DIR_TARGET}/{MOUNT_DIR_NAME}")],
+            command_line=["sh", "-c", mount_point_guard(HOST_DIR_TARGET, MOUNT_DIR_NAME)],
             volumes=[docker.ContainerVolumeArgs(host_path=host_mount_dir, container_path=HOST_DIR_TARGET)],
-            depends_on=host_checks,
         )
         cache = stateful_volume(f"{name}-cache", parent=self, retain=retain_cache)
 

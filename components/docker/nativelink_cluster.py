@@ -16,6 +16,7 @@ import pulumi_docker as docker
 
 from components.docker.common import (
     LOOPBACK,
+    docker_cpus,
     env,
     healthcheck,
     long_running,
@@ -79,7 +80,6 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
         network: pulumi.Input[str],
         shared_host_path: pulumi.Input[str],
         mount_container: docker.Container,
-        host_checks: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:cluster:DockerCluster", name, None, opts)
@@ -92,7 +92,7 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
             name=f"{name}-workers",
             driver="bridge",
             internal=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(host_checks)),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         services = NativeLinkContainers(self, settings, images, network, self.worker_network.name)
         published = settings.docker.ports
@@ -107,9 +107,7 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
             ports=[docker.ContainerPortArgs(internal=layout.SCHEDULER_PORT, external=published.scheduler, ip=LOOPBACK)],
         )
         self.scheduler_probe = services.probe(endpoints.scheduler_host, self.scheduler)
-        self.worker_binary, self.workers = services.workers(
-            name, configs.worker, host_checks=host_checks, depends_on=[self.scheduler_probe]
-        )
+        self.worker_binary, self.workers = services.workers(name, configs.worker, depends_on=[self.scheduler_probe])
 
         outputs = client_outputs(
             f"grpc://{LOOPBACK}:{published.cas}",
@@ -233,7 +231,6 @@ class NativeLinkContainers:
         name: str,
         config: CasConfig,
         *,
-        host_checks: Sequence[pulumi.Resource],
         depends_on: Sequence[pulumi.Resource],
     ) -> tuple[docker.Container, list[docker.Container]]:
         """The binary copy job and the workers; `pulumi up` waits until each worker has registered.
@@ -248,7 +245,6 @@ class NativeLinkContainers:
             image=self.images.worker_init,
             command_line=[layout.WORKER_BINARY],
             mounts=[volume_mount(binary.name, layout.WORKER_BINARY_DIR)],
-            depends_on=host_checks,
         )
         docker_settings = self.settings.docker
         workers = []
@@ -276,8 +272,10 @@ class NativeLinkContainers:
                     # Force-new like every label: a new binary (new copy container) restarts the workers.
                     labels=[docker.ContainerLabelArgs(label=BINARY_LABEL, value=copy.id)],
                     # The config advertises these CPUs and runs as many actions at once.
-                    cpus=str(docker_settings.worker_cpus),
+                    cpus=docker_cpus(docker_settings.worker_cpus),
                     memory=size_mib(docker_settings.worker_memory),
+                    # No swap on top: Docker's default (as much again) would read back as a change.
+                    memory_swap=size_mib(docker_settings.worker_memory),
                     # An init reaps the orphans of build actions and passes SIGTERM on to the worker.
                     init=True,
                     healthcheck=healthcheck(WORKER_REGISTERED, start_period_s=120),

@@ -1,11 +1,24 @@
-"""What the dev stack needs from the Docker host, checked before any container is created.
+"""What the dev stack needs from the Docker host, checked at the start of every `pulumi up`.
 
-Each failed check says what to fix; all of them are reported at once, and `pulumi up` stops there.
+Each failed check says what to fix; all of them are reported at once, and `pulumi up` stops there,
+before any resource is registered. A preview skips it: pull requests preview dev on other machines.
 """
 
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
+
+import pulumi
+import pulumi_command as command
+
+from components.docker.common import docker_host
+
+if TYPE_CHECKING:
+    from components.settings import DockerSettings
+
+# The script travels in the environment: a failed command's error quotes its command line first.
+SCRIPT_ENV = "NATIVELINK_JUICEFS_PREFLIGHT"
 
 # 28.0.0 stopped hosts on the LAN from reaching ports published on 127.0.0.1 by direct routing
 # (moby/moby#45610); 28.3.3 closed the same hole reopened by a firewalld reload (CVE-2025-54388).
@@ -22,7 +35,20 @@ _AWK_SHARED = (
 )
 
 
-def preflight_script(host_mount_dir: str) -> str:
+def check_host(settings: DockerSettings) -> None:
+    """Run the preflight where `pulumi up` runs (raises, failing the update, when a check fails)."""
+    if pulumi.runtime.is_dry_run():
+        return
+    command.local.run(
+        command=f'/bin/sh -c "${SCRIPT_ENV}"',
+        environment={
+            SCRIPT_ENV: preflight_script(settings.host_mount_dir, settings.worker_cpus),
+            "DOCKER_HOST": docker_host(),
+        },
+    )
+
+
+def preflight_script(host_mount_dir: str, worker_cpus: int) -> str:
     """POSIX shell, run on the machine running `pulumi up`, which must be the Docker host."""
     directory = shlex.quote(host_mount_dir)
     major, minor, patch = MIN_DOCKER_VERSION
@@ -40,7 +66,17 @@ def preflight_script(host_mount_dir: str) -> str:
             "  case \"$(docker info --format '{{.OperatingSystem}}' 2>/dev/null)\" in *'Docker Desktop'*)",
             '    fail "Docker Desktop runs containers in a VM, which cannot share a FUSE mount between them: '
             'use Docker Engine on Linux";; esac',
+            "  case \"$(docker info --format '{{.SecurityOptions}}' 2>/dev/null)\" in *rootless*)",
+            '    fail "rootless Docker mounts in a namespace of its own, which cannot share a FUSE mount with this '
+            'host: use the rootful engine";; esac',
+            "  cpus=$(docker info --format '{{.NCPU}}' 2>/dev/null)",
+            f'  if [ "${{cpus:-0}}" -lt {worker_cpus} ] 2>/dev/null; then',
+            f'    fail "docker.workerCpus is {worker_cpus} but the engine has $cpus CPUs: '
+            "lower it ('pulumi config set --path docker.workerCpus $cpus')\"",
+            "  fi",
             "  major=${version%%.*}; rest=${version#*.}; minor=${rest%%.*}; patch=${rest#*.}; patch=${patch%%[!0-9]*}",
+            '  case "$major.$minor.${patch:-0}" in *[!0-9.]*|.*|*..*)',
+            "    fail \"cannot read the Docker Engine version '$version'\"; major=0; minor=0; patch=0;; esac",
             f'  if [ "$major" -lt {major} ] || {{ [ "$major" -eq {major} ] && {{ [ "$minor" -lt {minor} ] || '
             f'{{ [ "$minor" -eq {minor} ] && [ "${{patch:-0}}" -lt {patch} ]; }}; }}; }}; then',
             f'    fail "Docker Engine $version lets other hosts on the LAN reach ports published on 127.0.0.1: '

@@ -177,11 +177,20 @@ _SUPERVISION = [
 ]
 
 
-def mount_point_guard(mountpoint: str) -> str:
-    """Shell that creates the mount point read-only (MOUNT_POINT_MODE), unless something is mounted on it."""
-    point = shlex.quote(mountpoint)
-    mounted = shlex.quote(f" {mountpoint} ")
-    return f"mkdir -p {point} && if ! grep -qF {mounted} /proc/self/mounts; then chmod {MOUNT_POINT_MODE} {point}; fi"
+def mount_point_guard(shared_dir: str, name: str) -> str:
+    """Shell that creates the mount point `name` in `shared_dir`, both read-only (MOUNT_POINT_MODE).
+
+    Nothing is done to a mount point with anything mounted on it: a live JuiceFS root keeps its mode,
+    and a dead one (a killed mount) would fail even `mkdir -p`; the mount container clears it.
+    `shared_dir` is read-only too, so nobody without CAP_DAC_OVERRIDE can swap the mount point for a
+    writable directory.
+    """
+    point = shlex.quote(f"{shared_dir}/{name}")
+    mounted = shlex.quote(f" {shared_dir}/{name} ")
+    return (
+        f"if ! grep -qF {mounted} /proc/self/mounts; then mkdir -p {point} && chmod {MOUNT_POINT_MODE} {point}; fi"
+        f" && chmod {MOUNT_POINT_MODE} {shlex.quote(shared_dir)}"
+    )
 
 
 def mount_script(
@@ -192,6 +201,7 @@ def mount_script(
     The mount point is a subdirectory of the bind of the shared host directory, so every mount and
     unmount here propagates to the host and from there to the CAS server's bind of the same directory.
     """
+    shared_dir, _, name = mountpoint.rpartition("/")
     marker = mount_ready_marker(mountpoint)
     point = shlex.quote(mountpoint)
     stale = shlex.quote(f" {mountpoint} fuse.juicefs ")
@@ -205,7 +215,7 @@ def mount_script(
                 # A killed predecessor leaves a dead FUSE mount that would block the new one (and
                 # `mkdir -p` on it). Unmounting it here propagates to the host and the CAS server.
                 f"if grep -qF {stale} /proc/self/mounts; then umount -l {point} || true; fi",
-                mount_point_guard(mountpoint),
+                mount_point_guard(shared_dir, name),
                 # Keys stored by an earlier format would win over the environment and break at the next
                 # rotation; forget them first (stdout would print the old access key).
                 f"if {stored_keys}; then {forget_keys}; fi",

@@ -26,7 +26,7 @@ class Swaps:
     network: str
     # Recorded host directory -> the one to use instead; applies to bind sources under it too.
     host_dir: tuple[str, str]
-    # Recorded literal -> replacement, in the command and the env values.
+    # Recorded literal -> replacement, in the command, the env values and the healthcheck.
     strings: Mapping[str, str] = field(default_factory=dict)
 
     def text(self, value: str) -> str:
@@ -128,6 +128,13 @@ def run_spec(inputs: Mapping[str, Any], swaps: Swaps) -> RunSpec:
             options += [opt for item in value for opt in ("--security-opt", item)]
         elif key == "mounts":
             options += mount_options(value, swaps)
+        elif key == "ports":
+            for port in value:
+                unknown = set(port) - {"internal", "external", "ip", "protocol"}
+                if unknown:
+                    raise ValueError(f"cannot replay port keys {sorted(unknown)}")
+                published = f"{port.get('ip', '')}:{int(port['external'])}:{int(port['internal'])}".lstrip(":")
+                options += ["--publish", f"{published}/{port.get('protocol', 'tcp')}"]
         elif key == "volumes":
             for volume in value:
                 unknown = set(volume) - {"hostPath", "containerPath"}
@@ -135,7 +142,7 @@ def run_spec(inputs: Mapping[str, Any], swaps: Swaps) -> RunSpec:
                     raise ValueError(f"cannot replay volume keys {sorted(unknown)}")
                 options += ["--volume", f"{swaps.path(volume['hostPath'])}:{volume['containerPath']}"]
         elif key == "healthcheck":
-            options += _healthcheck_options(value)
+            options += _healthcheck_options({**value, "tests": [swaps.text(word) for word in value["tests"]]})
         elif key == "restart":
             options += ["--restart", value]
         elif key == "stopSignal":

@@ -76,6 +76,22 @@ def static_busybox() -> Path:
     raise MissingDependencyError(f"no statically linked busybox found; install it with `{BUSYBOX_INSTALL}`")
 
 
+def shared_libraries(binaries: Sequence[Path]) -> dict[str, Path]:
+    """The shared libraries (and the dynamic loader) ``binaries`` need, each at its own path.
+
+    For ``build_scratch_image``: a dynamically linked program from Debian runs in a ``FROM scratch``
+    image when these sit at the same paths as on this machine.
+    """
+    found: dict[str, Path] = {}
+    for binary in binaries:
+        listing = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30, check=True).stdout
+        for line in listing.splitlines():
+            path = line.split("=>")[-1].split("(")[0].strip()
+            if path.startswith("/"):
+                found[path] = Path(path)
+    return found
+
+
 def host_network_state() -> dict[str, str]:
     """What a plain dockerd would change on the host: interfaces, IP forwarding, iptables rules."""
     state = {
@@ -245,7 +261,10 @@ class DockerDaemon(ManagedServer):
         """
         context = Path(self.tmp_dir / "build" / tag.replace("/", "_").replace(":", "_"))
         rootfs = context / "rootfs"
-        for image_path, source in files.items():
+        for image_path, named in files.items():
+            # The file itself, not a symlink to it (redis-server, the dynamic loader): a hard link or
+            # copy of a symlink would point at nothing inside the image.
+            source = named.resolve()
             target = rootfs / image_path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             try:

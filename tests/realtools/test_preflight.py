@@ -1,4 +1,4 @@
-"""The dev stack's host preflight, run as `pulumi up` runs it: `/bin/sh -c SCRIPT` on this machine.
+"""The dev stack's host preflight, run as `pulumi up` runs it: `/bin/sh -c "$SCRIPT"` on this machine.
 
 Against the private dockerd (Debian's, older than the minimum) and real mounts of each propagation;
 a stub `docker` on PATH stands in for the engine versions this machine cannot run.
@@ -13,18 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from components.docker.preflight import MIN_DOCKER_VERSION, preflight_script
+from components.docker.preflight import MIN_DOCKER_VERSION, SCRIPT_ENV, preflight_script
 
 from .container import own_mount
 from .dockerd import DockerDaemon
 
 MINIMUM = ".".join(map(str, MIN_DOCKER_VERSION))
+WORKER_CPUS = 2
 
 
-def run_preflight(host_mount_dir: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+def run_preflight(
+    host_mount_dir: Path, env: Mapping[str, str], worker_cpus: int = WORKER_CPUS
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["/bin/sh", "-c", preflight_script(str(host_mount_dir))],
-        env=dict(env),
+        ["/bin/sh", "-c", f'/bin/sh -c "${SCRIPT_ENV}"'],
+        env={**env, SCRIPT_ENV: preflight_script(str(host_mount_dir), worker_cpus)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -45,13 +48,26 @@ def private_dir(tmp_path: Path) -> Iterator[Path]:
         yield directory
 
 
-def stub_docker(tmp_path: Path, version: str, operating_system: str = "Ubuntu 24.04 LTS") -> dict[str, str]:
-    """An environment whose `docker` answers `version` and `info` as an engine of `version` would."""
+def stub_docker(
+    tmp_path: Path,
+    version: str,
+    operating_system: str = "Ubuntu 24.04 LTS",
+    security: str = "[name=apparmor name=seccomp,profile=builtin name=cgroupns]",
+    cpus: int = 8,
+) -> dict[str, str]:
+    """An environment whose `docker` answers `version` and `info --format` as such an engine would."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     stub = bin_dir / "docker"
     stub.write_text(
-        f'#!/bin/sh\ncase "$1" in version) echo {version};; info) echo "{operating_system}";; *) exit 2;; esac\n'
+        "#!/bin/sh\n"
+        'case "$1 $3" in\n'
+        f"  'version '*) echo {version};;\n"
+        f"  *OperatingSystem*) echo '{operating_system}';;\n"
+        f"  *SecurityOptions*) echo '{security}';;\n"
+        f"  *NCPU*) echo {cpus};;\n"
+        "  *) exit 2;;\n"
+        "esac\n"
     )
     stub.chmod(0o755)
     env = {key: value for key, value in os.environ.items() if key != "DOCKER_HOST"}
@@ -94,6 +110,20 @@ def test_docker_desktop_and_a_remote_engine_are_refused(tmp_path: Path, shared_d
     assert desktop.returncode == 1 and "Docker Desktop runs containers in a VM" in desktop.stderr
     remote = run_preflight(shared_dir, {**stub_docker(tmp_path, "28.5.0"), "DOCKER_HOST": "tcp://build-host:2376"})
     assert remote.returncode == 1 and "DOCKER_HOST=tcp://build-host:2376 is another machine" in remote.stderr
+
+
+def test_rootless_docker_and_too_few_cpus_are_refused(tmp_path: Path, shared_dir: Path) -> None:
+    rootless = run_preflight(shared_dir, stub_docker(tmp_path, "28.5.0", security="[name=seccomp name=rootless]"))
+    assert rootless.returncode == 1 and "rootless Docker mounts in a namespace of its own" in rootless.stderr
+    small = run_preflight(shared_dir, stub_docker(tmp_path, "28.5.0", cpus=1))
+    assert small.returncode == 1
+    assert "docker.workerCpus is 2 but the engine has 1 CPUs" in small.stderr
+    assert run_preflight(shared_dir, stub_docker(tmp_path, "28.5.0", cpus=1), worker_cpus=1).returncode == 0
+
+
+def test_an_unreadable_version_is_refused(tmp_path: Path, shared_dir: Path) -> None:
+    result = run_preflight(shared_dir, stub_docker(tmp_path, "dev"))
+    assert result.returncode == 1 and "cannot read the Docker Engine version 'dev'" in result.stderr
 
 
 def test_an_unreachable_engine_is_named(tmp_path: Path, shared_dir: Path) -> None:
