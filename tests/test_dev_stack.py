@@ -168,7 +168,7 @@ def test_redis_has_no_published_port(dev: RecordingMocks) -> None:
 
 def test_mount_container_can_mount_fuse_and_share_it_with_the_host(dev: RecordingMocks) -> None:
     inputs = container(dev, "nativelink-juicefs-mount")
-    assert inputs["capabilities"]["adds"] == ["SYS_ADMIN"]
+    assert inputs["capabilities"]["adds"] == ["CAP_SYS_ADMIN"]
     assert [device["hostPath"] for device in inputs["devices"]] == ["/dev/fuse"]
     assert inputs["securityOpts"] == ["apparmor:unconfined"]
     host_bind = [m for m in inputs["mounts"] if m["type"] == "bind"]
@@ -293,6 +293,34 @@ def test_the_host_preflight_runs_before_any_resource_on_every_up(mocks: Recordin
     assert registered_before[0] == 0, "resources were registered before the preflight"
 
 
+def test_capabilities_are_spelled_as_the_provider_reads_them_back(dev: RecordingMocks) -> None:
+    """The Docker client sends `CAP_`-prefixed names (moby client/container_create.go), the daemon keeps
+    them, and the provider reads them back as they are: any other spelling replaces the container on
+    every refresh."""
+    spelled = set()
+    for record in dev.of_type(CONTAINER):
+        capabilities = reveal(record.inputs).get("capabilities", {})
+        spelled |= {*capabilities.get("adds", []), *capabilities.get("drops", [])}
+    assert spelled == {"CAP_SYS_ADMIN", "ALL"}
+
+
+def test_a_failed_preflight_stops_the_update_with_its_own_lines(mocks: RecordingMocks) -> None:
+    """A failed invoke (here as the mocks report one) becomes a plain error of the script's own lines."""
+
+    def call(args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]]]:
+        failure = (
+            'exit status 1: running "/bin/sh -c \\"$NATIVELINK_JUICEFS_PREFLIGHT\\"":\n'
+            "preflight: /dev/fuse is missing\npreflight: 1 problem(s); no container was created\n"
+        )
+        return {}, [("command", failure)]
+
+    mocks.call = call  # type: ignore[method-assign]
+    with pytest.raises(pulumi.RunError) as failed:
+        build(mocks, stack_settings("dev"))
+    assert str(failed.value) == "preflight: /dev/fuse is missing\npreflight: 1 problem(s); no container was created"
+    assert mocks.resources == []
+
+
 def test_a_preview_does_not_check_the_host(mocks: RecordingMocks) -> None:
     """Pull requests preview dev on machines that are not its Docker host."""
     pulumi.runtime.set_mocks(mocks, project="nativelink-juicefs", stack="test", preview=True)
@@ -334,6 +362,12 @@ def test_cas_server_cannot_write_the_mount_point_underneath(dev: RecordingMocks)
     assert container(dev, "nativelink-cas")["capabilities"] == {"drops": ["ALL"]}
     _, _, script = reveal(dev.one(CONTAINER, "nativelink-juicefs-mount").inputs["command"])
     assert f"chmod 0555 {MOUNTPOINT}" in script
+
+
+def test_a_new_server_gets_a_new_probe_so_up_waits_for_it_again(dev: RecordingMocks) -> None:
+    for target in ("nativelink-cas", "nativelink-scheduler"):
+        labels = container(dev, f"{target}-probe")["labels"]
+        assert labels == [{"label": "nativelink-juicefs.probe-target", "value": f"{target}-id"}]
 
 
 def test_scheduler_waits_for_a_healthy_cas_server(dev: RecordingMocks) -> None:

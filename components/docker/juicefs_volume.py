@@ -126,7 +126,9 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
             envs=envs,
             # FUSE inside a container: the device, the capability to mount, and no AppArmor profile
             # (Docker's default profile denies mount).
-            capabilities=docker.ContainerCapabilitiesArgs(adds=["SYS_ADMIN"]),
+            # Spelled as the Docker client sends it (moby client/container_create.go normalizes names to
+            # CAP_*), which is what the provider reads back; "SYS_ADMIN" would replace it on every refresh.
+            capabilities=docker.ContainerCapabilitiesArgs(adds=["CAP_SYS_ADMIN"]),
             devices=[docker.ContainerDeviceArgs(host_path="/dev/fuse", container_path="/dev/fuse")],
             security_opts=["apparmor:unconfined"],
             mounts=[

@@ -39,6 +39,8 @@ CAS_CAP_DROP = ["ALL"]
 # Seconds between SIGTERM and SIGKILL for NativeLink processes, and for the probes (an init ends them at once).
 SERVER_STOP_S = 30
 PROBE_STOP_S = 10
+# Docker label on each probe naming the container it checks.
+PROBE_TARGET_LABEL = "nativelink-juicefs.probe-target"
 # Docker label on each worker naming the container that copied its nativelink binary.
 BINARY_LABEL = "nativelink-juicefs.worker-binary"
 # A worker is healthy once it holds a connection to the scheduler's worker API: it opens it to register
@@ -216,6 +218,8 @@ class NativeLinkContainers:
             name=host,
             image=self.images.probe,
             command=["sleep", "infinity"],
+            # Force-new like every label: a new target (an upgrade) gets a new probe, and `up` waits again.
+            labels=[docker.ContainerLabelArgs(label=PROBE_TARGET_LABEL, value=target.id)],
             # An init as PID 1 so `docker stop` ends `sleep` at once instead of after the timeout.
             init=True,
             healthcheck=healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", url], start_period_s=120),

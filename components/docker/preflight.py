@@ -39,13 +39,18 @@ def check_host(settings: DockerSettings) -> None:
     """Run the preflight where `pulumi up` runs (raises, failing the update, when a check fails)."""
     if pulumi.runtime.is_dry_run():
         return
-    command.local.run(
-        command=f'/bin/sh -c "${SCRIPT_ENV}"',
-        environment={
-            SCRIPT_ENV: preflight_script(settings.host_mount_dir, settings.worker_cpus),
-            "DOCKER_HOST": docker_host(),
-        },
-    )
+    try:
+        command.local.run(
+            command=f'/bin/sh -c "${SCRIPT_ENV}"',
+            environment={
+                SCRIPT_ENV: preflight_script(settings.host_mount_dir, settings.worker_cpus),
+                "DOCKER_HOST": docker_host(),
+            },
+        )
+    except Exception as failed:
+        # The invoke's error carries the script's own lines after the command line; show those alone.
+        lines = [line for line in str(failed).splitlines() if line.startswith("preflight:")]
+        raise pulumi.RunError("\n".join(lines) or str(failed)) from None
 
 
 def preflight_script(host_mount_dir: str, worker_cpus: int) -> str:

@@ -223,7 +223,7 @@ def test_replay_translates_every_recorded_option(mocks: RecordingMocks) -> None:
     run = run_spec(spec[MOUNT], swaps)
     options = run.options
     pairs = set(itertools.pairwise(options))
-    assert ("--cap-add", "SYS_ADMIN") in pairs
+    assert ("--cap-add", "CAP_SYS_ADMIN") in pairs
     assert ("--device", "/dev/fuse:/dev/fuse") in pairs
     assert ("--security-opt", "apparmor:unconfined") in pairs
     assert ("--mount", "type=bind,source=/replay/shared,target=/shared,bind-propagation=rshared") in pairs
@@ -484,6 +484,14 @@ def test_the_cas_server_keeps_its_juicefs_through_the_stacks_life(life: DevLife)
     life.assert_cas_reads_everything("restart")
     life.cas_write("restart")
     assert started_at(life) == serving_since, "the CAS server was restarted"
+
+    # The host-directory job runs again (a new busybox image) under the live mount: it leaves JuiceFS alone.
+    root_mode = life.mount_point.stat().st_mode
+    life.run_host_dir_job()
+    assert life.mount_point.stat().st_mode == root_mode
+    assert life.mount_point.stat().st_ino == 1  # still JuiceFS's root
+    life.cas_write("host-dir job again")
+    life.assert_cas_reads_everything("host-dir job again")
 
     # SIGKILL: a dead FUSE mount is left on the host; the restarted container clears it everywhere.
     life.daemon.check("kill", "--signal", "KILL", MOUNT)
