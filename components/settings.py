@@ -6,8 +6,10 @@ resource is registered, and every error names the config key, the bad value and 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,6 +25,12 @@ from pydantic.alias_generators import to_camel
 from components.nativelink.layout import WORKER_API_PORT
 
 PROJECT = "nativelink-juicefs"
+# Files named in settings (the RDS CA bundle) are relative to the project root.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# NativeLink reads sizes into u64.
+MAX_SIZE_BYTES = 2**64 - 1
+# Docker's own networks: a stack network of that name would be Docker's, not the stack's.
+DOCKER_BUILTIN_NETWORKS = frozenset({"bridge", "host", "none"})
 
 # Tags that move: a preview could not say what would run.
 FLOATING_TAGS = frozenset({"latest", "main", "master", "nightly", "ce-nightly", "edge", "stable", "dev"})
@@ -59,6 +67,8 @@ def _pinned_image(ref: str) -> str:
         raise ValueError(f"{ref!r} has no tag or digest; pin it, e.g. '{ref}:<version>' or '{ref}@sha256:<digest>'")
     if digest is None and tag is not None and tag.lower() in FLOATING_TAGS:
         raise ValueError(f"{ref!r} uses the floating tag {tag!r}; pin a release tag or a sha256 digest")
+    if digest is None and tag is not None and not any(char.isdigit() for char in tag):
+        raise ValueError(f"{ref!r} has a tag without a version number ({tag!r}), which moves; pin a release tag")
     return ref
 
 
@@ -70,7 +80,55 @@ def _image_tag(ref: str) -> str | None:
 def _data_size(value: str) -> str:
     if _SIZE_RE.match(value) is None:
         raise ValueError(f"{value!r} is not a size; use a whole number with kb, mb, gb or tb, e.g. '10gb'")
+    if size_bytes(value) > MAX_SIZE_BYTES:
+        raise ValueError(f"{value!r} is more than NativeLink can count (2^64-1 bytes); use a smaller size")
     return value
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """What S3's bucket naming rules refuse in `name`, or None (the rules MinIO follows too)."""
+    if _BUCKET_RE.match(name) is None:
+        return (
+            "not a bucket name: 3 to 63 lower-case letters, digits, dots and hyphens, first and last a letter or digit"
+        )
+    if ".." in name or ".-" in name or "-." in name:
+        return "not a bucket name: no dot next to another dot or a hyphen"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "not a bucket name: it may not look like an IP address"
+    if name.startswith(_BUCKET_PREFIXES) or name.endswith(_BUCKET_SUFFIXES):
+        return f"not a bucket name: S3 reserves the prefixes {_BUCKET_PREFIXES} and suffixes {_BUCKET_SUFFIXES}"
+    return None
+
+
+def _bucket_name(name: str) -> str:
+    problem = bucket_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    return name
+
+
+def ca_bundle_problem(relative_path: str) -> str | None:
+    """Why the file at `relative_path` (from the project root) is not a PEM bundle of CA certificates, or None."""
+    path = PROJECT_ROOT / relative_path
+    if not path.is_file():
+        return (
+            "no such file in the repository. Download the RDS global bundle "
+            "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem), check it against AWS's "
+            "published certificates, and commit it there"
+        )
+    pem = path.read_text(encoding="ascii", errors="replace")
+    if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
+        return "not a PEM bundle of CA certificates"
+    return None
 
 
 def _k8s_quantity(value: str) -> str:
@@ -111,6 +169,7 @@ def size_bytes(size: str) -> int:
 
 ImageRef = Annotated[str, AfterValidator(_pinned_image)]
 DataSize = Annotated[str, AfterValidator(_data_size)]
+BucketName = Annotated[str, AfterValidator(_bucket_name)]
 K8sQuantity = Annotated[str, AfterValidator(_k8s_quantity)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
@@ -180,7 +239,7 @@ class NativeLinkSettings(_Model):
 class JuiceFsSettings(_Model):
     # What `juicefs format` accepts (1.4.2 refuses upper case).
     volume_name: str = Field("nativelink-cas", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-    bucket_name: str = Field("nativelink-cas", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    bucket_name: BucketName = "nativelink-cas"
     block_size_kib: int = Field(4096, ge=64, le=16384)
     compress: Literal["none", "lz4", "zstd"] = "lz4"
     trash_days: int = Field(1, ge=0, le=3650)
@@ -205,6 +264,16 @@ class DockerSettings(_Model):
     worker_cpus: int = Field(2, ge=1, le=256)
     worker_memory: DataSize = "4gb"
     wipe_volumes_on_destroy: bool = False
+
+    @model_validator(mode="after")
+    def _network_is_the_stacks(self) -> DockerSettings:
+        if self.network_name in DOCKER_BUILTIN_NETWORKS:
+            raise SettingError(
+                "docker.networkName",
+                self.network_name,
+                f"is one of Docker's own networks ({', '.join(sorted(DOCKER_BUILTIN_NETWORKS))}); pick another name",
+            )
+        return self
 
     @model_validator(mode="after")
     def _ports_distinct(self) -> DockerSettings:
@@ -295,11 +364,22 @@ class AwsSettings(_Model):
     oidc_provider_url: str | None = Field(None, pattern=r"^[a-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
     noncurrent_version_expiration_days: int = Field(30, ge=1, le=3650)
     # Defaults to "<juicefs.bucketName>-<replicaRegion>"; bucket names are global.
-    replica_bucket_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    replica_bucket_name: BucketName | None = None
     # Guardrails: turning either off needs a named allowInsecure override.
     metadata_tls: bool = True
     block_public_access: bool = True
     kms_deletion_window_days: int = Field(30, ge=7, le=30)
+
+    @model_validator(mode="after")
+    def _subnets_distinct(self) -> AwsSettings:
+        repeated = sorted({subnet for subnet in self.subnet_ids if self.subnet_ids.count(subnet) > 1})
+        if repeated:
+            raise SettingError(
+                "aws.subnetIds",
+                self.subnet_ids,
+                f"lists {', '.join(repeated)} more than once; give distinct subnets (in at least two zones)",
+            )
+        return self
 
     @model_validator(mode="after")
     def _regions_differ(self) -> AwsSettings:
@@ -395,6 +475,34 @@ class Settings(_Model):
     kubernetes: KubernetesSettings = KubernetesSettings()
     # Named, explicit opt-outs of prod guardrails; each is listed in the README.
     allow_insecure: list[InsecureOverride] = Field(default_factory=list)
+
+    def replica_bucket_name(self) -> str | None:
+        """The replica bucket: aws.replicaBucketName, else "<juicefs.bucketName>-<aws.replicaRegion>"."""
+        if self.aws is None:
+            return None
+        if self.aws.replica_bucket_name is not None:
+            return self.aws.replica_bucket_name
+        return f"{self.juicefs.bucket_name}-{self.aws.replica_region}"
+
+    @model_validator(mode="after")
+    def _aws_names_and_files(self) -> Settings:
+        """What would otherwise fail only once resources exist: the replica bucket, the CA bundle file."""
+        if self.platform != "aws" or self.aws is None:
+            return self
+        replica = self.replica_bucket_name()
+        key = "aws.replicaBucketName"
+        if replica == self.juicefs.bucket_name:
+            raise SettingError(key, replica, "equals juicefs.bucketName; the replica needs a bucket of its own")
+        problem = bucket_name_problem(replica or "")
+        if problem is not None:
+            raise SettingError(
+                key, replica, f"({'the default, ' if self.aws.replica_bucket_name is None else ''}{problem}); set it"
+            )
+        if self.aws.metadata_engine == "postgres" and self.aws.metadata_tls:
+            problem = ca_bundle_problem(self.aws.rds.ca_bundle_file)
+            if problem is not None:
+                raise SettingError("aws.rds.caBundleFile", self.aws.rds.ca_bundle_file, problem)
+        return self
 
     @model_validator(mode="after")
     def _platform_needs(self) -> Settings:

@@ -666,9 +666,11 @@ def test_unencrypted_supplied_key_is_refused_without_quoting_it(mocks: Recording
     assert "supplied-plain-key-material" not in str(error.value)
 
 
-def test_postgres_needs_the_committed_ca_bundle(mocks: RecordingMocks) -> None:
-    settings = prod_settings("postgres", aws={"rds": {"caBundleFile": "certs/does-not-exist.pem"}})
-    with pytest.raises(ConfigError) as error:
-        build(mocks, settings, supplied_secrets())
-    assert "aws.rds.caBundleFile" in str(error.value)
-    assert not any(r.typ.startswith("aws:rds") for r in mocks.resources)
+def test_postgres_needs_the_committed_ca_bundle_before_any_resource() -> None:
+    for bundle, problem in (
+        ("certs/does-not-exist.pem", "no such file in the repository"),
+        ("pyproject.toml", "not a PEM bundle of CA certificates"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            prod_settings("postgres", aws={"rds": {"caBundleFile": bundle}})
+        assert f"nativelink-juicefs:aws.rds.caBundleFile = {bundle!r}: {problem}" in str(error.value)

@@ -69,7 +69,15 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("docker.hostMountDir", "relative/dir", "docker.hostMountDir", "should match pattern"),
     ("docker.wipeVolumesOnDestroy", "sometimes", "docker.wipeVolumesOnDestroy", "valid boolean"),
     ("juicefs.volumeName", "my_volume", "juicefs.volumeName", "should match pattern"),
-    ("juicefs.bucketName", "Upper_Case", "juicefs.bucketName", "should match pattern"),
+    ("juicefs.bucketName", "Upper_Case", "juicefs.bucketName", "not a bucket name: 3 to 63"),
+    ("juicefs.bucketName", "cas..store", "juicefs.bucketName", "no dot next to another dot"),
+    ("juicefs.bucketName", "192.168.10.20", "juicefs.bucketName", "may not look like an IP address"),
+    ("juicefs.bucketName", "xn--cas", "juicefs.bucketName", "S3 reserves the prefixes"),
+    ("juicefs.bucketName", "cas-s3alias", "juicefs.bucketName", "S3 reserves the prefixes"),
+    ("workers.fastStoreSize", "20000000000tb", "workers.fastStoreSize", "more than NativeLink can count"),
+    ("versions.redis", "redis:alpine", "versions.redis", "tag without a version number"),
+    ("docker.networkName", "bridge", "docker.networkName", "one of Docker's own networks"),
+    ("docker.networkName", "host", "docker.networkName", "one of Docker's own networks"),
     ("juicefs.compress", "gzip", "juicefs.compress", "'none', 'lz4' or 'zstd'"),
     ("juicefs.trashDays", -1, "juicefs.trashDays", "greater than or equal to 0"),
     ("juicefs.blockSizeKib", 32, "juicefs.blockSizeKib", "greater than or equal to 64"),
@@ -94,6 +102,34 @@ def test_bad_value_is_refused_naming_the_key(path: str, value: Any, key: str, ex
     assert explanation in message
     if "unknown" not in explanation:
         assert repr(value) in message or str(value) in message
+
+
+# Prod: (config path, bad value, the key named in the error, a fragment of the explanation)
+PROD_BAD_VALUES: list[tuple[str, Any, str, str]] = [
+    ("aws.subnetIds", ["subnet-0123456789abcdef0"] * 2, "aws.subnetIds", "more than once"),
+    ("aws.replicaBucketName", "nativelink-cas-prod", "aws.replicaBucketName", "equals juicefs.bucketName"),
+    ("aws.replicaBucketName", "a..b", "aws.replicaBucketName", "no dot next to another dot"),
+    # The default, "<bucketName>-<replicaRegion>", would be 64 characters long.
+    ("juicefs.bucketName", "b" * 54, "aws.replicaBucketName", "the default, not a bucket name"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, value, key, explanation", PROD_BAD_VALUES, ids=[f"{p}={str(v)[:20]}" for p, v, _, _ in PROD_BAD_VALUES]
+)
+def test_bad_prod_value_is_refused_naming_the_key(path: str, value: Any, key: str, explanation: str) -> None:
+    config = with_value(stack_config("prod"), "juicefs.bucketName", "nativelink-cas-prod")
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(with_value(config, path, value))
+    message = str(raised.value)
+    assert f"{PROJECT}:{key}" in message
+    assert explanation in message
+
+
+def test_the_default_replica_bucket_is_named_after_the_bucket_and_region() -> None:
+    settings = parse_settings(stack_config("prod"))
+    assert settings.aws is not None and settings.aws.replica_bucket_name is None
+    assert settings.replica_bucket_name() == f"{settings.juicefs.bucket_name}-{settings.aws.replica_region}"
 
 
 def test_missing_versions_block_says_how_to_set_it() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -18,7 +17,7 @@ import pulumi_aws as aws
 from components.aws.common import kms_key, require_aws_settings
 from components.juicefs.commands import postgres_meta_url, redis_meta_url
 from components.passwords import generated_password
-from components.settings import AwsSettings, ConfigError, Settings
+from components.settings import PROJECT_ROOT, AwsSettings, ConfigError, Settings, ca_bundle_problem
 
 REDIS_PORT = 6379
 REDIS_DB = 1
@@ -28,7 +27,6 @@ RDS_CA_DIR = "/etc/juicefs/rds-ca"
 RDS_CA_FILE = "rds-ca-bundle.pem"
 # The CA generation the RDS instance presents; the committed bundle must contain its root.
 RDS_CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _final_snapshot_name(suffix: str) -> str:
@@ -47,19 +45,11 @@ def postgres_parameter_group_family(engine_version: str) -> str:
 
 
 def load_ca_bundle(relative_path: str) -> str:
-    """The RDS CA bundle committed at aws.rds.caBundleFile, checked to hold certificates only."""
-    path = PROJECT_ROOT / relative_path
-    key = "nativelink-juicefs:aws.rds.caBundleFile"
-    if not path.is_file():
-        raise ConfigError(
-            f"{key} = {relative_path!r}: no such file in the repository. Download the RDS global bundle "
-            "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem), check it against AWS's "
-            "published certificates, and commit it there"
-        )
-    pem = path.read_text(encoding="ascii")
-    if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
-        raise ConfigError(f"{key} = {relative_path!r}: not a PEM bundle of CA certificates")
-    return pem
+    """The RDS CA bundle committed at aws.rds.caBundleFile (settings validation has checked it)."""
+    problem = ca_bundle_problem(relative_path)
+    if problem is not None:
+        raise ConfigError(f"nativelink-juicefs:aws.rds.caBundleFile = {relative_path!r}: {problem}")
+    return (PROJECT_ROOT / relative_path).read_text(encoding="ascii")
 
 
 @dataclass(frozen=True)

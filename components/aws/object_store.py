@@ -170,11 +170,11 @@ def replication_policy(
     )
 
 
-def replica_bucket_name(settings: Settings) -> str:
-    aws_settings = require_aws_settings(settings, "replica_bucket_name")
-    if aws_settings.replica_bucket_name is not None:
-        return aws_settings.replica_bucket_name
-    return f"{settings.juicefs.bucket_name}-{aws_settings.replica_region}"[:63].rstrip("-.")
+def require_replica_bucket_name(settings: Settings) -> str:
+    name = settings.replica_bucket_name()
+    if name is None:
+        raise ValueError("S3ObjectStore needs aws settings")
+    return name
 
 
 class S3ObjectStore(pulumi.ComponentResource):
@@ -195,7 +195,9 @@ class S3ObjectStore(pulumi.ComponentResource):
         region, replica_region = aws_settings.region, aws_settings.replica_region
 
         primary = _hardened_bucket(f"{name}-primary", settings.juicefs.bucket_name, region, aws_settings, self)
-        replica = _hardened_bucket(f"{name}-replica", replica_bucket_name(settings), replica_region, aws_settings, self)
+        replica = _hardened_bucket(
+            f"{name}-replica", require_replica_bucket_name(settings), replica_region, aws_settings, self
+        )
 
         role = aws.iam.Role(
             f"{name}-replication",
