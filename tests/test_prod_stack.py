@@ -38,6 +38,7 @@ CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 
 
 # ---- config
+SERVICE = "kubernetes:core/v1:Service"
 
 
 def prod_settings(engine: str = "redis", **overrides: Any) -> Settings:
@@ -440,19 +441,61 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     }
     assert ports == {
         "nativelink-cas": [(50051, "grpc")],
+        "nativelink-cas-pods": [(50051, "grpc")],
         "nativelink-scheduler": [(50052, "grpc")],
         "nativelink-worker-api": [(50061, "worker-api")],
     }
-    assert all(r.inputs["spec"]["type"] == "ClusterIP" for r in mocks.of_type("kubernetes:core/v1:Service"))
+    services = {record.inputs["metadata"]["name"]: record.inputs["spec"] for record in mocks.of_type(SERVICE)}
+    assert {name: spec.get("type") for name, spec in services.items() if name != "nativelink-cas-pods"} == {
+        "nativelink-cas": "ClusterIP",
+        "nativelink-scheduler": "ClusterIP",
+        "nativelink-worker-api": "ClusterIP",
+    }
+    # The StatefulSet's governing service is headless, as Kubernetes requires.
+    assert cas["serviceName"] == "nativelink-cas-pods"
+    assert services["nativelink-cas-pods"]["clusterIP"] == "None"
 
+
+def test_drains_can_move_the_single_cas_server_and_scheduler(mocks: RecordingMocks) -> None:
+    """minAvailable 1 on one replica refuses every eviction: drains and node-group updates would stall."""
+    build(mocks, prod_settings(), supplied_secrets())
     budgets = {
         record.inputs["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]: record.inputs["spec"]
         for record in mocks.of_type("kubernetes:policy/v1:PodDisruptionBudget")
     }
-    assert set(budgets) == {"cas", "scheduler", "worker"}
-    assert budgets["cas"]["minAvailable"] == 1
-    assert budgets["scheduler"]["minAvailable"] == 1
-    assert budgets["worker"]["maxUnavailable"] == 1
+    assert budgets == {
+        component: {"selector": budgets[component]["selector"], "maxUnavailable": 1}
+        for component in ("cas", "scheduler", "worker")
+    }
+    (priority,) = mocks.of_type("kubernetes:scheduling.k8s.io/v1:PriorityClass")
+    assert priority.inputs["value"] > 0 and priority.inputs["preemptionPolicy"] == "PreemptLowerPriority"
+    pods = {
+        name: mocks.one(typ, name).inputs["spec"]["template"]["spec"]
+        for typ, name in (
+            ("kubernetes:apps/v1:StatefulSet", "nativelink-cas"),
+            ("kubernetes:apps/v1:Deployment", "nativelink-scheduler"),
+            ("kubernetes:apps/v1:Deployment", "nativelink-worker"),
+        )
+    }
+    assert pods["nativelink-cas"]["priorityClassName"] == priority.inputs["metadata"]["name"] == "nativelink-serving"
+    assert pods["nativelink-scheduler"]["priorityClassName"] == "nativelink-serving"
+    assert "priorityClassName" not in pods["nativelink-worker"]
+
+
+def test_up_waits_as_long_as_the_startup_probes_allow(mocks: RecordingMocks) -> None:
+    """pulumi-kubernetes gives a rollout 10 minutes; the CAS server's startup probe allows 30."""
+    build(mocks, prod_settings(), supplied_secrets())
+    for typ, name in (
+        ("kubernetes:apps/v1:StatefulSet", "nativelink-cas"),
+        ("kubernetes:apps/v1:Deployment", "nativelink-scheduler"),
+    ):
+        record = mocks.one(typ, name)
+        probe = record.inputs["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+        allowed_s = probe["periodSeconds"] * probe["failureThreshold"]
+        assert record.opts is not None and record.opts.custom_timeouts is not None
+        for timeout in (record.opts.custom_timeouts.create, record.opts.custom_timeouts.update):
+            assert timeout is not None and timeout.endswith("m")
+            assert int(timeout[:-1]) * 60 > allowed_s, (name, timeout, allowed_s)
 
 
 def test_config_checksum_annotation_matches_the_config_map(mocks: RecordingMocks) -> None:

@@ -30,8 +30,18 @@ if TYPE_CHECKING:
     from components.settings import ContainerResources, Settings
 
 CAS = "nativelink-cas"
+# The CAS StatefulSet's headless governing service.
+CAS_PODS = "nativelink-cas-pods"
 SCHEDULER = "nativelink-scheduler"
 WORKER_API = "nativelink-worker-api"
+# Startup probes: every STARTUP_PERIOD_S, this many failures allowed. The CAS server indexes every file of
+# its stores at start, which on a large CAS takes a while.
+STARTUP_PERIOD_S = 10
+CAS_STARTUP_FAILURES = 180
+SERVER_STARTUP_FAILURES = 30
+AWAIT_MARGIN_S = 600
+# Above the default 0 of workers, below the system classes (2000000000 and up).
+SERVING_PRIORITY = 1_000_000
 WORKER = "nativelink-worker"
 CONFIG_KEY = "config.json5"
 CHECKSUM_ANNOTATION = "checksum/config"
@@ -73,11 +83,18 @@ def create_namespace(
 
 
 # Helpers return Any: they build plain dicts that pulumi-kubernetes' TypedDicts accept at runtime.
+def _await_probes(startup_failures: int) -> pulumi.ResourceOptions:
+    """Wait for a rollout as long as the startup probe may take, and a margin for scheduling and pulls."""
+    seconds = STARTUP_PERIOD_S * startup_failures + AWAIT_MARGIN_S
+    limit = f"{seconds // 60}m"
+    return pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(create=limit, update=limit))
+
+
 def _probes(startup_failures: int) -> Any:
     """HTTP GET /status on the health listener; startup allows a long first scan of the stores."""
     check = {"http_get": {"path": layout.HEALTH_PATH, "port": layout.HEALTH_PORT}, "timeout_seconds": 5}
     return {
-        "startup_probe": {**check, "period_seconds": 10, "failure_threshold": startup_failures},
+        "startup_probe": {**check, "period_seconds": STARTUP_PERIOD_S, "failure_threshold": startup_failures},
         "readiness_probe": {**check, "period_seconds": 10, "failure_threshold": 3},
         "liveness_probe": {**check, "period_seconds": 20, "failure_threshold": 6},
     }
@@ -137,9 +154,11 @@ def _pod_spec(
     config_map: k8s.core.v1.ConfigMap,
     volumes: list[dict[str, Any]],
     init_containers: list[Any] | None = None,
+    priority_class: pulumi.Input[str] | None = None,
 ) -> Any:
     return {
         **({"init_containers": init_containers} if init_containers else {}),
+        **({"priority_class_name": priority_class} if priority_class is not None else {}),
         "containers": [container],
         "volumes": [
             {
@@ -209,6 +228,20 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 opts=child,
             )
 
+        # The single CAS server and scheduler may be evicted (a budget of minAvailable 1 on one replica
+        # refuses every eviction, so drains, node-group updates and autoscalers never finish); this class
+        # lets them preempt workers to be scheduled again at once. The moved pod is a brief outage.
+        serving = k8s.scheduling.v1.PriorityClass(
+            f"{name}-serving",
+            # Cluster-wide: named after the namespace, so two stacks in one cluster do not share it.
+            metadata={"name": f"{ns}-serving", "labels": labels("cas")},
+            value=SERVING_PRIORITY,
+            global_default=False,
+            preemption_policy="PreemptLowerPriority",
+            description="NativeLink CAS server and scheduler: rescheduled ahead of workers after an eviction.",
+            opts=child,
+        )
+
         def disruption_budget(component: str, budget: Any) -> None:
             spec: Any = {"selector": {"match_labels": labels(component)}, **budget}
             k8s.policy.v1.PodDisruptionBudget(
@@ -222,6 +255,17 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
         cas_text = configs.cas_server.to_json()
         cas_config = config_map("cas", cas_text)
         service("cas-service", CAS, "cas", "grpc", layout.CAS_PORT)
+        # The StatefulSet's governing service must be headless (it gives the pod its DNS name).
+        k8s.core.v1.Service(
+            f"{name}-cas-pods",
+            metadata={"name": CAS_PODS, "namespace": ns_name, "labels": labels("cas")},
+            spec={
+                "cluster_ip": "None",
+                "selector": labels("cas"),
+                "ports": [{"name": "grpc", "port": layout.CAS_PORT, "target_port": layout.CAS_PORT}],
+            },
+            opts=child,
+        )
         cas_container = _container(
             "cas",
             settings,
@@ -236,13 +280,13 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 }
             ],
             # The filesystem stores index every file at start; on a large CAS that takes a while.
-            startup_failures=180,
+            startup_failures=CAS_STARTUP_FAILURES,
         )
         k8s.apps.v1.StatefulSet(
             f"{name}-cas",
             metadata={"name": CAS, "namespace": ns_name, "labels": labels("cas")},
             spec={
-                "service_name": CAS,
+                "service_name": CAS_PODS,
                 "replicas": 1,
                 "selector": {"match_labels": labels("cas")},
                 "update_strategy": {"type": "RollingUpdate"},
@@ -253,13 +297,15 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                         cas_container,
                         cas_config,
                         [{"name": "cas-data", "persistent_volume_claim": {"claim_name": claim_name}}],
+                        priority_class=serving.metadata.name,
                     ),
                 },
             },
-            opts=child,
+            # pulumi-kubernetes waits 10 minutes for a rollout unless told otherwise; the startup probe
+            # gives the store scan up to 30.
+            opts=pulumi.ResourceOptions.merge(child, _await_probes(CAS_STARTUP_FAILURES)),
         )
-        # One pod: evictions wait for an operator instead of dropping every build's CAS mid-flight.
-        disruption_budget("cas", {"min_available": 1})
+        disruption_budget("cas", {"max_unavailable": 1})
 
         # ---- scheduler
         scheduler_text = configs.scheduler.to_json()
@@ -276,7 +322,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 {"name": "worker-api", "container_port": layout.WORKER_API_PORT},
             ],
             volume_mounts=[],
-            startup_failures=30,
+            startup_failures=SERVER_STARTUP_FAILURES,
         )
         k8s.apps.v1.Deployment(
             f"{name}-scheduler",
@@ -287,12 +333,14 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 "selector": {"match_labels": labels("scheduler")},
                 "template": {
                     "metadata": template_metadata("scheduler", scheduler_text),
-                    "spec": _pod_spec(settings, scheduler_container, scheduler_config, []),
+                    "spec": _pod_spec(
+                        settings, scheduler_container, scheduler_config, [], priority_class=serving.metadata.name
+                    ),
                 },
             },
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, _await_probes(SERVER_STARTUP_FAILURES)),
         )
-        disruption_budget("scheduler", {"min_available": 1})
+        disruption_budget("scheduler", {"max_unavailable": 1})
         k8s.networking.v1.NetworkPolicy(
             f"{name}-scheduler-ingress",
             metadata={"namespace": ns_name, "labels": labels("scheduler")},
