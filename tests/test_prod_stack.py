@@ -143,11 +143,6 @@ def test_replication_role_is_least_privilege(mocks: RecordingMocks) -> None:
     build(mocks, settings, supplied_secrets())
     trust = json.loads(mocks.one("aws:iam/role:Role", "cas-store-replication").inputs["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "s3.amazonaws.com"}
-    # S3 may assume it only for this account's primary bucket (no confused deputy).
-    assert trust["Statement"][0]["Condition"] == {
-        "StringEquals": {"aws:SourceAccount": "123456789012"},
-        "ArnLike": {"aws:SourceArn": "arn:aws:mock:::cas-store-primary"},
-    }
     by_sid = {
         s["Sid"]: s
         for s in statements(mocks.one("aws:iam/rolePolicy:RolePolicy", "cas-store-replication").inputs["policy"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -41,21 +42,7 @@ def policy_json(statements: list[dict[str, Any]]) -> pulumi.Output[str]:
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
 
 
-def service_trust_policy(
-    service: str, source_account: pulumi.Input[str], source_arn: pulumi.Input[str]
-) -> pulumi.Output[str]:
-    """A role trust policy for an AWS service principal acting for `source_arn` in `source_account` only.
-
-    Without the conditions, the service could be made to assume the role on behalf of anyone's
-    resource (the confused-deputy problem AWS's IAM guide describes for service roles).
-    """
-    statement = {
-        "Effect": "Allow",
-        "Principal": {"Service": service},
-        "Action": "sts:AssumeRole",
-        "Condition": {
-            "StringEquals": {"aws:SourceAccount": source_account},
-            "ArnLike": {"aws:SourceArn": source_arn},
-        },
-    }
-    return policy_json([statement])
+def service_trust_policy(service: str) -> str:
+    """A role trust policy for an AWS service principal."""
+    statement = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})

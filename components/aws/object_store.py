@@ -202,11 +202,7 @@ class S3ObjectStore(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-replication",
             description=f"S3 replication of {settings.juicefs.bucket_name} to {replica_region}",
-            assume_role_policy=service_trust_policy(
-                "s3.amazonaws.com",
-                aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id,
-                primary.bucket.arn,
-            ),
+            assume_role_policy=service_trust_policy("s3.amazonaws.com"),
             opts=pulumi.ResourceOptions(parent=self),
         )
         role_policy = aws.iam.RolePolicy(
