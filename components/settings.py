@@ -87,7 +87,8 @@ def _data_size(value: str) -> str:
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
-_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+# "-an" is for account-regional namespace buckets only.
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3", "-an")
 
 
 def bucket_name_problem(name: str) -> str | None:
@@ -118,14 +119,19 @@ def _bucket_name(name: str) -> str:
 
 def ca_bundle_problem(relative_path: str) -> str | None:
     """Why the file at `relative_path` (from the project root) is not a PEM bundle of CA certificates, or None."""
-    path = PROJECT_ROOT / relative_path
+    path = (PROJECT_ROOT / relative_path).resolve()
+    if not path.is_relative_to(PROJECT_ROOT):
+        return "outside the repository; name a file committed in it"
     if not path.is_file():
         return (
             "no such file in the repository. Download the RDS global bundle "
             "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem), check it against AWS's "
             "published certificates, and commit it there"
         )
-    pem = path.read_text(encoding="ascii", errors="replace")
+    try:
+        pem = path.read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        return "not a PEM bundle of CA certificates (not ASCII)"
     if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
         return "not a PEM bundle of CA certificates"
     return None
@@ -494,10 +500,16 @@ class Settings(_Model):
         if replica == self.juicefs.bucket_name:
             raise SettingError(key, replica, "equals juicefs.bucketName; the replica needs a bucket of its own")
         problem = bucket_name_problem(replica or "")
-        if problem is not None:
+        if problem is not None and self.aws.replica_bucket_name is None:
+            # Earlier releases cut the default to 63 characters: a stack made then keeps that bucket.
+            earlier = (replica or "")[:63].rstrip("-.")
             raise SettingError(
-                key, replica, f"({'the default, ' if self.aws.replica_bucket_name is None else ''}{problem}); set it"
+                key,
+                replica,
+                f"(the default, {problem}); set it, to {earlier!r} for a stack whose replica bucket already exists",
             )
+        if problem is not None:
+            raise SettingError(key, replica, problem)
         if self.aws.metadata_engine == "postgres" and self.aws.metadata_tls:
             problem = ca_bundle_problem(self.aws.rds.ca_bundle_file)
             if problem is not None:

@@ -477,25 +477,40 @@ def test_drains_can_move_the_single_cas_server_and_scheduler(mocks: RecordingMoc
             ("kubernetes:apps/v1:Deployment", "nativelink-worker"),
         )
     }
-    assert pods["nativelink-cas"]["priorityClassName"] == priority.inputs["metadata"]["name"] == "nativelink-serving"
-    assert pods["nativelink-scheduler"]["priorityClassName"] == "nativelink-serving"
+    name = priority.inputs["metadata"]["name"]
+    assert name == "nativelink-serving-nativelink" and not name.startswith("system-")
+    assert 0 < priority.inputs["value"] <= 1_000_000_000  # the API's limit for user classes
+    assert pods["nativelink-cas"]["priorityClassName"] == name
+    assert pods["nativelink-scheduler"]["priorityClassName"] == name
+    assert priority.opts is not None and priority.opts.delete_before_replace
     assert "priorityClassName" not in pods["nativelink-worker"]
 
 
 def test_up_waits_as_long_as_the_startup_probes_allow(mocks: RecordingMocks) -> None:
-    """pulumi-kubernetes gives a rollout 10 minutes; the CAS server's startup probe allows 30."""
-    build(mocks, prod_settings(), supplied_secrets())
+    """pulumi-kubernetes gives a rollout 10 minutes; the CAS server's startup probe alone allows 30, and an
+    update first waits for the old pod's termination grace period."""
+    settings = prod_settings()
+    build(mocks, settings, supplied_secrets())
+    grace = settings.kubernetes.termination_grace_period_s
+    waves = {"nativelink-cas": 1, "nativelink-scheduler": 1, "nativelink-worker": -(-settings.workers.count // 2)}
     for typ, name in (
         ("kubernetes:apps/v1:StatefulSet", "nativelink-cas"),
         ("kubernetes:apps/v1:Deployment", "nativelink-scheduler"),
+        ("kubernetes:apps/v1:Deployment", "nativelink-worker"),
     ):
         record = mocks.one(typ, name)
         probe = record.inputs["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
         allowed_s = probe["periodSeconds"] * probe["failureThreshold"]
         assert record.opts is not None and record.opts.custom_timeouts is not None
-        for timeout in (record.opts.custom_timeouts.create, record.opts.custom_timeouts.update):
-            assert timeout is not None and timeout.endswith("m")
-            assert int(timeout[:-1]) * 60 > allowed_s, (name, timeout, allowed_s)
+        timeouts = record.opts.custom_timeouts
+
+        def seconds(limit: str | None) -> int:
+            assert limit is not None and limit.endswith("m")
+            return int(limit[:-1]) * 60
+
+        assert seconds(timeouts.create) > waves[name] * allowed_s, name
+        assert seconds(timeouts.update) > waves[name] * (grace + allowed_s), name
+        assert seconds(timeouts.delete) > grace, name
 
 
 def test_config_checksum_annotation_matches_the_config_map(mocks: RecordingMocks) -> None:

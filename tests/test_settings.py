@@ -74,6 +74,7 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("juicefs.bucketName", "192.168.10.20", "juicefs.bucketName", "may not look like an IP address"),
     ("juicefs.bucketName", "xn--cas", "juicefs.bucketName", "S3 reserves the prefixes"),
     ("juicefs.bucketName", "cas-s3alias", "juicefs.bucketName", "S3 reserves the prefixes"),
+    ("juicefs.bucketName", "cas-an", "juicefs.bucketName", "S3 reserves the prefixes"),
     ("workers.fastStoreSize", "20000000000tb", "workers.fastStoreSize", "more than NativeLink can count"),
     ("versions.redis", "redis:alpine", "versions.redis", "tag without a version number"),
     ("docker.networkName", "bridge", "docker.networkName", "one of Docker's own networks"),
@@ -111,6 +112,9 @@ PROD_BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("aws.replicaBucketName", "a..b", "aws.replicaBucketName", "no dot next to another dot"),
     # The default, "<bucketName>-<replicaRegion>", would be 64 characters long.
     ("juicefs.bucketName", "b" * 54, "aws.replicaBucketName", "the default, not a bucket name"),
+    # And names what an earlier release made of it (cut to 63), for a stack whose replica exists.
+    ("juicefs.bucketName", "b" * 54, "aws.replicaBucketName", f"to '{'b' * 54}-us-west'"),
+    ("aws.rds.caBundleFile", "../outside.pem", "aws.rds.caBundleFile", "outside the repository"),
 ]
 
 
@@ -119,6 +123,7 @@ PROD_BAD_VALUES: list[tuple[str, Any, str, str]] = [
 )
 def test_bad_prod_value_is_refused_naming_the_key(path: str, value: Any, key: str, explanation: str) -> None:
     config = with_value(stack_config("prod"), "juicefs.bucketName", "nativelink-cas-prod")
+    config = with_value(config, "aws.metadataEngine", "postgres")
     with pytest.raises(ConfigError) as raised:
         parse_settings(with_value(config, path, value))
     message = str(raised.value)

@@ -38,9 +38,9 @@ WORKER_API = "nativelink-worker-api"
 # its stores at start, which on a large CAS takes a while.
 STARTUP_PERIOD_S = 10
 CAS_STARTUP_FAILURES = 180
-SERVER_STARTUP_FAILURES = 30
+STARTUP_FAILURES = 30
 AWAIT_MARGIN_S = 600
-# Above the default 0 of workers, below the system classes (2000000000 and up).
+# Above the default 0 of workers; user classes may go up to 1,000,000,000 (the system ones above it).
 SERVING_PRIORITY = 1_000_000
 WORKER = "nativelink-worker"
 CONFIG_KEY = "config.json5"
@@ -83,11 +83,24 @@ def create_namespace(
 
 
 # Helpers return Any: they build plain dicts that pulumi-kubernetes' TypedDicts accept at runtime.
-def _await_probes(startup_failures: int) -> pulumi.ResourceOptions:
-    """Wait for a rollout as long as the startup probe may take, and a margin for scheduling and pulls."""
-    seconds = STARTUP_PERIOD_S * startup_failures + AWAIT_MARGIN_S
-    limit = f"{seconds // 60}m"
-    return pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(create=limit, update=limit))
+def _minutes(seconds: int) -> str:
+    return f"{math.ceil(seconds / 60)}m"
+
+
+def _await_probes(startup_failures: int, grace_s: int, waves: int = 1) -> pulumi.ResourceOptions:
+    """How long `pulumi up` waits for a workload (pulumi-kubernetes' default is 10 minutes).
+
+    Each rollout wave may wait for old pods to stop (the termination grace period), then for the new
+    ones' startup probes, plus a margin for scheduling, image pulls and the JuiceFS mount.
+    """
+    start = STARTUP_PERIOD_S * startup_failures + AWAIT_MARGIN_S
+    return pulumi.ResourceOptions(
+        custom_timeouts=pulumi.CustomTimeouts(
+            create=_minutes(waves * start),
+            update=_minutes(waves * (grace_s + start)),
+            delete=_minutes(grace_s + AWAIT_MARGIN_S),
+        )
+    )
 
 
 def _probes(startup_failures: int) -> Any:
@@ -194,6 +207,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
     ) -> None:
         super().__init__("nativelink:cluster:KubernetesCluster", name, None, opts)
         kube = settings.kubernetes
+        grace = kube.termination_grace_period_s
         ns = kube.namespace
         child = pulumi.ResourceOptions(parent=self)
         ns_name = namespace.metadata.name
@@ -233,13 +247,18 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
         # lets them preempt workers to be scheduled again at once. The moved pod is a brief outage.
         serving = k8s.scheduling.v1.PriorityClass(
             f"{name}-serving",
-            # Cluster-wide: named after the namespace, so two stacks in one cluster do not share it.
-            metadata={"name": f"{ns}-serving", "labels": labels("cas")},
+            # Cluster-wide: named after the namespace, so two stacks in one cluster do not share it (and
+            # never `system-`, which the API reserves).
+            metadata={"name": f"nativelink-serving-{ns}", "labels": labels("cas")},
             value=SERVING_PRIORITY,
             global_default=False,
             preemption_policy="PreemptLowerPriority",
-            description="NativeLink CAS server and scheduler: rescheduled ahead of workers after an eviction.",
-            opts=child,
+            description="NativeLink CAS server and scheduler: rescheduled ahead of lower priorities after an eviction.",
+            # Both are immutable in the API: a change replaces the class.
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(replace_on_changes=["value", "preemptionPolicy"], delete_before_replace=True),
+            ),
         )
 
         def disruption_budget(component: str, budget: Any) -> None:
@@ -262,7 +281,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
             spec={
                 "cluster_ip": "None",
                 "selector": labels("cas"),
-                "ports": [{"name": "grpc", "port": layout.CAS_PORT, "target_port": layout.CAS_PORT}],
+                "ports": [{"name": "grpc", "port": layout.CAS_PORT, "target_port": layout.CAS_PORT, "protocol": "TCP"}],
             },
             opts=child,
         )
@@ -303,7 +322,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
             },
             # pulumi-kubernetes waits 10 minutes for a rollout unless told otherwise; the startup probe
             # gives the store scan up to 30.
-            opts=pulumi.ResourceOptions.merge(child, _await_probes(CAS_STARTUP_FAILURES)),
+            opts=pulumi.ResourceOptions.merge(child, _await_probes(CAS_STARTUP_FAILURES, grace)),
         )
         disruption_budget("cas", {"max_unavailable": 1})
 
@@ -322,7 +341,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 {"name": "worker-api", "container_port": layout.WORKER_API_PORT},
             ],
             volume_mounts=[],
-            startup_failures=SERVER_STARTUP_FAILURES,
+            startup_failures=STARTUP_FAILURES,
         )
         k8s.apps.v1.Deployment(
             f"{name}-scheduler",
@@ -338,7 +357,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                     ),
                 },
             },
-            opts=pulumi.ResourceOptions.merge(child, _await_probes(SERVER_STARTUP_FAILURES)),
+            opts=pulumi.ResourceOptions.merge(child, _await_probes(STARTUP_FAILURES, grace)),
         )
         disruption_budget("scheduler", {"max_unavailable": 1})
         k8s.networking.v1.NetworkPolicy(
@@ -376,7 +395,7 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 {"name": "worker-root", "mount_path": layout.WORKER_ROOT},
                 {"name": "nativelink-binary", "mount_path": layout.WORKER_BINARY_DIR, "read_only": True},
             ],
-            startup_failures=30,
+            startup_failures=STARTUP_FAILURES,
             worker=True,
             # Build actions run inside this container and may need ordinary root capabilities.
             drop_capabilities=False,
@@ -417,7 +436,11 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
             f"{name}-worker",
             metadata={"name": WORKER, "namespace": ns_name, "labels": labels("worker")},
             spec=worker_spec,
-            opts=child,
+            # A rolling update replaces about two workers per wave (one surged, one unavailable).
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                _await_probes(STARTUP_FAILURES, grace, waves=math.ceil(settings.workers.count / 2)),
+            ),
         )
         disruption_budget("worker", {"max_unavailable": 1})
         if kube.autoscale_max_workers is not None:
