@@ -272,6 +272,19 @@ class DockerSettings(_Model):
     wipe_volumes_on_destroy: bool = False
 
     @model_validator(mode="after")
+    def _host_dir_is_the_stacks(self) -> DockerSettings:
+        # The stack takes the directory over: mode 0555, JuiceFS mounted in it. /mnt or /srv would lose
+        # everything else they hold to that.
+        if self.host_mount_dir.count("/") < 2:
+            raise SettingError(
+                "docker.hostMountDir",
+                self.host_mount_dir,
+                "is a top-level directory, which the stack would take over (made read-only, JuiceFS mounted "
+                "in it); give the stack a directory of its own, e.g. /var/lib/nativelink-juicefs",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _network_is_the_stacks(self) -> DockerSettings:
         if self.network_name in DOCKER_BUILTIN_NETWORKS:
             raise SettingError(

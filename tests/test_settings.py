@@ -78,6 +78,7 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("workers.fastStoreSize", "20000000000tb", "workers.fastStoreSize", "more than NativeLink can count"),
     ("versions.redis", "redis:alpine", "versions.redis", "tag without a version number"),
     ("docker.networkName", "bridge", "docker.networkName", "one of Docker's own networks"),
+    ("docker.hostMountDir", "/mnt", "docker.hostMountDir", "a directory of its own"),
     ("docker.networkName", "host", "docker.networkName", "one of Docker's own networks"),
     ("juicefs.compress", "gzip", "juicefs.compress", "'none', 'lz4' or 'zstd'"),
     ("juicefs.trashDays", -1, "juicefs.trashDays", "greater than or equal to 0"),

@@ -82,7 +82,7 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
         # A `mounts` bind refuses a missing source, while a legacy `volumes` bind makes Docker create
         # it (as root, with parents). This one-shot job creates the host directory and in it the
         # read-only mount point, before any CAS server can bind the directory and write there.
-        _, host_dir = one_shot(
+        _, host_dir_ready = one_shot(
             f"{name}-host-dir",
             parent=self,
             image=helper_image,
@@ -151,7 +151,7 @@ class DockerJuiceFsVolume(pulumi.ComponentResource):
             # would leave a dead FUSE mount on the host. Give it time to flush before Docker kills it.
             stop_signal="SIGTERM",
             **long_running(MOUNT_STOP_S),
-            opts=with_secret_envs(self, depends_on=[host_dir, *after]),
+            opts=with_secret_envs(self, depends_on=[host_dir_ready, *after]),
         )
 
         self.volume_name = pulumi.Output.from_input(settings.volume_name)

@@ -26,7 +26,7 @@ from components.docker.common import (
 )
 from components.docker.jobs import one_shot
 from components.nativelink import layout
-from components.nativelink.clients import client_outputs
+from components.nativelink.clients import NativeLinkTier
 from components.nativelink.render import Endpoints, render_cluster
 
 if TYPE_CHECKING:
@@ -59,12 +59,9 @@ def config_upload(content: str) -> list[docker.ContainerUploadArgs]:
     return [docker.ContainerUploadArgs(file=layout.CONFIG_PATH, content=content)]
 
 
-class DockerNativeLinkCluster(pulumi.ComponentResource):
+class DockerNativeLinkCluster(NativeLinkTier):
     """CAS server, scheduler and workers, each gated on the health of what it needs."""
 
-    cas_endpoint: pulumi.Output[str]
-    scheduler_endpoint: pulumi.Output[str]
-    bazel_flags: pulumi.Output[str]
     cas: docker.Container
     cas_probe: docker.Container
     scheduler: docker.Container
@@ -111,15 +108,11 @@ class DockerNativeLinkCluster(pulumi.ComponentResource):
         self.scheduler_probe = services.probe(endpoints.scheduler_host, self.scheduler)
         self.worker_binary, self.workers = services.workers(name, configs.worker, depends_on=[self.scheduler_probe])
 
-        outputs = client_outputs(
+        self.publish_endpoints(
             f"grpc://{LOOPBACK}:{published.cas}",
             f"grpc://{LOOPBACK}:{published.scheduler}",
             settings.nativelink.instance_name,
         )
-        self.cas_endpoint = outputs["cas_endpoint"]
-        self.scheduler_endpoint = outputs["scheduler_endpoint"]
-        self.bazel_flags = outputs["bazel_flags"]
-        self.register_outputs(outputs)
 
 
 @dataclass(frozen=True)

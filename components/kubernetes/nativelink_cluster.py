@@ -22,7 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.nativelink import layout
-from components.nativelink.clients import client_outputs
+from components.nativelink.clients import NativeLinkTier
 from components.nativelink.render import Endpoints, render_cluster
 from components.settings import quantity_value
 
@@ -190,12 +190,8 @@ def _pod_spec(
     }
 
 
-class KubernetesNativeLinkCluster(pulumi.ComponentResource):
+class KubernetesNativeLinkCluster(NativeLinkTier):
     """CAS server, scheduler and workers on Kubernetes (NativeLinkCluster protocol)."""
-
-    cas_endpoint: pulumi.Output[str]
-    scheduler_endpoint: pulumi.Output[str]
-    bazel_flags: pulumi.Output[str]
 
     def __init__(
         self,
@@ -470,12 +466,8 @@ class KubernetesNativeLinkCluster(pulumi.ComponentResource):
                 opts=child,
             )
 
-        outputs = client_outputs(
+        self.publish_endpoints(
             f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}",
             f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}",
             settings.nativelink.instance_name,
         )
-        self.cas_endpoint = outputs["cas_endpoint"]
-        self.scheduler_endpoint = outputs["scheduler_endpoint"]
-        self.bazel_flags = outputs["bazel_flags"]
-        self.register_outputs(outputs)

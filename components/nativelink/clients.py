@@ -17,10 +17,22 @@ def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, instance_name: str) 
     return " ".join(flags)
 
 
-def client_outputs(cas_endpoint: str, scheduler_endpoint: str, instance_name: str) -> dict[str, pulumi.Output[str]]:
-    """The NativeLinkCluster outputs, under the attribute names both cluster components register."""
-    return {
-        "cas_endpoint": pulumi.Output.from_input(cas_endpoint),
-        "scheduler_endpoint": pulumi.Output.from_input(scheduler_endpoint),
-        "bazel_flags": pulumi.Output.from_input(bazel_flags(cas_endpoint, scheduler_endpoint, instance_name)),
-    }
+class NativeLinkTier(pulumi.ComponentResource):
+    """A NativeLink cluster component, on any platform: it ends by publishing how Bazel reaches it."""
+
+    cas_endpoint: pulumi.Output[str]
+    scheduler_endpoint: pulumi.Output[str]
+    bazel_flags: pulumi.Output[str]
+
+    def publish_endpoints(self, cas_endpoint: str, scheduler_endpoint: str, instance_name: str) -> None:
+        """Set the NativeLinkCluster outputs and register them (the component's last step)."""
+        self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
+        self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
+        self.bazel_flags = pulumi.Output.from_input(bazel_flags(cas_endpoint, scheduler_endpoint, instance_name))
+        self.register_outputs(
+            {
+                "cas_endpoint": self.cas_endpoint,
+                "scheduler_endpoint": self.scheduler_endpoint,
+                "bazel_flags": self.bazel_flags,
+            }
+        )
