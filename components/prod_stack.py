@@ -65,6 +65,10 @@ def build_prod_stack(
         mount_files.append(MountPodFiles("rds-ca", RDS_CA_DIR, {RDS_CA_FILE: engine.ca_bundle_pem}))
 
     namespace = create_namespace("nativelink-namespace", settings, opts=k8s_opts)
+    # Read, not managed: a class that does not exist fails the preview at once, not pods hours later.
+    block_storage = k8s.storage.v1.StorageClass.get(
+        "block-storage-class", settings.kubernetes.block_storage_class, opts=k8s_opts
+    )
     volume = CsiJuiceFsVolume(
         "juicefs",
         settings,
@@ -74,6 +78,7 @@ def build_prod_stack(
         namespace=namespace,
         mount_role_arn=store.role_arn,
         mount_files=mount_files,
+        block_storage=block_storage,
         opts=k8s_opts,
     )
     cluster: NativeLinkCluster = KubernetesNativeLinkCluster(
@@ -81,6 +86,7 @@ def build_prod_stack(
         settings,
         namespace=namespace,
         claim_name=volume.claim_name,
+        block_storage=block_storage,
         opts=k8s_opts,
     )
 

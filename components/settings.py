@@ -179,6 +179,7 @@ BucketName = Annotated[str, AfterValidator(_bucket_name)]
 K8sQuantity = Annotated[str, AfterValidator(_k8s_quantity)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+DnsSubdomain = Annotated[str, Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 AbsolutePath = Annotated[str, Field(pattern=r"^(/[A-Za-z0-9._-]+)+$")]
 ChartVersion = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")]
 
@@ -457,6 +458,9 @@ class KubernetesSettings(_Model):
     storage_class_name: DnsLabel = "juicefs-nativelink"
     cas_volume_size: K8sQuantity = "500Gi"
     worker_ephemeral_storage: K8sQuantity = "50Gi"
+    # An existing StorageClass of node-attached block volumes (the EBS CSI driver's), binding
+    # WaitForFirstConsumer: each worker's disk and each JuiceFS mount pod's cache get a volume of it.
+    block_storage_class: DnsSubdomain = "gp3"
     cas_resources: CasResources = CasResources()
     scheduler_resources: SchedulerResources = SchedulerResources()
     worker_resources: WorkerResources = WorkerResources()
@@ -566,17 +570,17 @@ class Settings(_Model):
                     "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
                     "bucket policies or ACLs make objects public",
                 )
-            # A worker's fast store and work directory share one emptyDir of this size. The store's
+            # A worker's fast store and work directory share one volume of this size. The store's
             # executable copies (`<content_path>.exec`) are not counted against its size, so it can take
-            # twice fastStoreSize on disk, and the kubelet evicts a pod whose emptyDir outgrows its limit.
+            # twice fastStoreSize on disk, and a full volume fails every action.
             needed = 2 * size_bytes(self.workers.fast_store_size)
             if quantity_value(self.kubernetes.worker_ephemeral_storage) < needed:
                 raise SettingError(
                     "kubernetes.workerEphemeralStorage",
                     self.kubernetes.worker_ephemeral_storage,
                     f"below twice workers.fastStoreSize ({self.workers.fast_store_size}): the store can take that "
-                    "much (its executable copies are not counted) and the kubelet evicts a worker whose volume "
-                    "outgrows this; raise it or lower workers.fastStoreSize",
+                    "much (its executable copies are not counted) and a full volume fails every action; raise it "
+                    "or lower workers.fastStoreSize",
                 )
         maximum = self.kubernetes.autoscale_max_workers
         if maximum is not None and maximum < self.workers.count:

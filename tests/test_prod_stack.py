@@ -284,6 +284,18 @@ def test_rds_is_encrypted_protected_private_and_forces_tls(mocks: RecordingMocks
     }
     bundle = (ROOT / TEST_CA_BUNDLE).read_text()
     assert reveal(ca.inputs["stringData"]) == {"rds-ca-bundle.pem": bundle}
+    # The node plugin (volume UUID at NodePublish) and the controller (quota at provisioning and expansion)
+    # run `juicefs` against the same metaurl, so they mount the bundle at the same path, after it exists.
+    release = mocks.one("kubernetes:helm.sh/v3:Release", "juicefs-csi-driver")
+    for role in ("node", "controller"):
+        values = release.inputs["values"][role]
+        assert values["extraVolumes"] == [
+            {"name": "rds-ca", "secret": {"secretName": "juicefs-nativelink-credentials-rds-ca"}}
+        ], role
+        assert values["extraVolumeMounts"] == [
+            {"name": "rds-ca", "mountPath": "/etc/juicefs/rds-ca", "readOnly": True}
+        ], role
+    assert ca.resource in release.depends_on
 
 
 # ---- JuiceFS on Kubernetes
@@ -301,9 +313,22 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     # The driver's ConfigMap outranks what a PV recorded, so every mount pod runs the pinned client.
     assert release.inputs["values"]["globalConfig"] == {
         "enabled": True,
-        "mountPodPatch": [{"ceMountImage": settings.versions.juicefs}],
+        "mountPodPatch": [
+            {
+                "ceMountImage": settings.versions.juicefs,
+                # 100gb of cache, 10% kept free, 10% for the filesystem: 114 GiB of its own block volume.
+                "cacheDirs": [{"type": "Ephemeral", "storage": "114Gi", "storageClassName": "gp3"}],
+                # Here, not on the StorageClass, whose options reach only newly provisioned volumes.
+                "mountOptions": ["cache-size=95367", "free-space-ratio=0.1", "no-usage-report"],
+            }
+        ],
     }
     assert release.inputs["values"]["storageClasses"] == []
+    if engine == "redis":
+        # ElastiCache's certificate chains to public roots the driver's image already trusts.
+        assert release.inputs["values"]["node"]["extraVolumes"] == []
+    read = mocks.one(STORAGE_CLASS, "block-storage-class")
+    assert read.resource is not None and read.resource in release.depends_on
 
     secret = mocks.one(SECRET, "juicefs-credentials")
     assert not mocks.of_type("kubernetes:core/v1:ConfigMap")[3:], "only the three NativeLink configs"
@@ -325,10 +350,12 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     assert storage_class.inputs["provisioner"] == "csi.juicefs.com"
     assert storage_class.inputs["reclaimPolicy"] == "Retain"
     parameters = storage_class.inputs["parameters"]
-    for role in ("provisioner", "node-publish"):
+    for role in ("provisioner", "node-publish", "controller-expand"):
         assert parameters[f"csi.storage.k8s.io/{role}-secret-name"] == "juicefs-nativelink-credentials"
         assert parameters[f"csi.storage.k8s.io/{role}-secret-namespace"] == "kube-system"
     assert "juicefs/mount-image" not in parameters
+    assert storage_class.inputs["allowVolumeExpansion"] is True
+    assert "mountOptions" not in storage_class.inputs
 
     claim = mocks.one("kubernetes:core/v1:PersistentVolumeClaim", "juicefs-claim")
     assert claim.inputs["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -397,7 +424,13 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     workers, worker_container = workload(mocks, "kubernetes:apps/v1:Deployment", "nativelink-worker")
     assert workers["replicas"] == settings.workers.count
     (root,) = [v for v in workers["template"]["spec"]["volumes"] if v["name"] == "worker-root"]
-    assert root["emptyDir"] == {"sizeLimit": kube.worker_ephemeral_storage}
+    # A block volume per worker, not the node's disk (EKS's default node disk is 20 GiB).
+    assert root["ephemeral"]["volumeClaimTemplate"]["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": kube.block_storage_class,
+        "resources": {"requests": {"storage": kube.worker_ephemeral_storage}},
+    }
+    assert mocks.one(STORAGE_CLASS, "block-storage-class").resource in mocks.named("nativelink-worker").depends_on
     (root_mount,) = [m for m in worker_container["volumeMounts"] if m["name"] == "worker-root"]
     assert root_mount["mountPath"] == layout.WORKER_ROOT == "/worker"
     (worker_name,) = [e for e in worker_container["env"] if e["name"] == "WORKER_NAME"]
@@ -419,7 +452,7 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
         assert container["resources"]["requests"]["cpu"] == resources.cpu_request
         assert container["resources"]["requests"]["memory"] == resources.memory_request
         assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == kube.termination_grace_period_s
-    assert worker_container["resources"]["requests"]["ephemeral-storage"] == kube.worker_ephemeral_storage
+    assert "ephemeral-storage" not in worker_container["resources"]["requests"]
 
     # CAS and scheduler run the NativeLink image as it is; workers run the same release's binary,
     # copied in by an init container, inside the toolchain image.

@@ -20,6 +20,7 @@ The key chosen at the first format is permanent; JuiceFS ignores a different key
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,10 @@ CSI_CHART_REPO = "https://juicedata.github.io/charts/"
 CSI_RELEASE = "juicefs-csi-driver"
 CLAIM_NAME = "nativelink-cas"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+# JuiceFS stops caching when less than this share of the cache volume is free.
+CACHE_FREE_SPACE_RATIO = 0.1
+# ext4's reserved blocks and metadata on the cache volume.
+CACHE_FS_OVERHEAD = 1.1
 
 
 @dataclass(frozen=True)
@@ -93,21 +98,68 @@ def format_options(settings: JuiceFsSettings) -> str:
 
 
 def mount_options(settings: JuiceFsSettings) -> list[str]:
-    return [f"cache-size={size_bytes(settings.cache_size) // 2**20}", "no-usage-report"]
+    """Options of every mount pod, from the driver's global patch: unlike a StorageClass's mount options,
+    which the provisioner copies into a PV once, a change reaches the existing volume at its next mount
+    (patch options replace the PV's key by key: csi-driver pkg/config/setting.go applyConfigPatch)."""
+    return [
+        f"cache-size={size_bytes(settings.cache_size) // 2**20}",
+        # The cache has a volume of its own (cache_volume_size); this keeps it from filling that volume.
+        f"free-space-ratio={CACHE_FREE_SPACE_RATIO}",
+        "no-usage-report",
+    ]
 
 
-def csi_chart_values(settings: Settings) -> dict[str, object]:
+def cache_volume_size(settings: JuiceFsSettings) -> str:
+    """The mount pod's cache volume: cache-size, plus the free share JuiceFS keeps and filesystem overhead."""
+    needed = size_bytes(settings.cache_size) / (1 - CACHE_FREE_SPACE_RATIO) * CACHE_FS_OVERHEAD
+    return f"{math.ceil(needed / 2**30)}Gi"
+
+
+def files_secret_name(settings: Settings, files: MountPodFiles) -> str:
+    return f"{settings.kubernetes.storage_class_name}-credentials-{files.name}"
+
+
+def csi_chart_values(settings: Settings, mount_files: Sequence[MountPodFiles] = ()) -> dict[str, object]:
+    # The node plugin and the controller run `juicefs` against the metaurl themselves (the volume's UUID
+    # at NodePublish, `quota set` at provisioning and expansion: csi-driver pkg/config/command.go
+    # GetJfsVolUUID, pkg/juicefs/juicefs.go SetQuota), so files the metaurl names must reach them too.
+    extra = {
+        "extraVolumes": [
+            {"name": files.name, "secret": {"secretName": files_secret_name(settings, files)}} for files in mount_files
+        ],
+        "extraVolumeMounts": [
+            {"name": files.name, "mountPath": files.mount_dir, "readOnly": True} for files in mount_files
+        ],
+    }
+    # A volume of its own per mount pod (a generic ephemeral volume, csi-driver pkg/config/setting.go
+    # GenCacheDirs), so the cache never competes with pods for the node's disk or triggers its
+    # disk-pressure evictions; it is deleted with the mount pod, as a cache may be.
+    cache_dir = {
+        "type": "Ephemeral",
+        "storage": cache_volume_size(settings.juicefs),
+        "storageClassName": settings.kubernetes.block_storage_class,
+    }
     return {
         "mountMode": "mountpod",
         "defaultMountImage": {"ce": settings.versions.juicefs},
         # The driver's ConfigMap outranks the image a PV recorded when it was provisioned, so a new
         # versions.juicefs reaches the CAS volume too. (Not a StorageClass parameter: the provisioner
         # copies those into the PV once, which would pin the volume to its first client for good.)
-        "globalConfig": {"enabled": True, "mountPodPatch": [{"ceMountImage": settings.versions.juicefs}]},
+        "globalConfig": {
+            "enabled": True,
+            "mountPodPatch": [
+                {
+                    "ceMountImage": settings.versions.juicefs,
+                    "cacheDirs": [cache_dir],
+                    "mountOptions": mount_options(settings.juicefs),
+                }
+            ],
+        },
         # StorageClasses and Secrets stay out of Helm values, where credentials would be stored.
         "storageClasses": [],
         "dashboard": {"enabled": False},
-        "controller": {"leaderElection": {"enabled": True}},
+        "controller": {"leaderElection": {"enabled": True}, **extra},
+        "node": extra,
     }
 
 
@@ -129,6 +181,7 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
         metadata: MetadataEngine,
         store: ObjectStore,
         namespace: k8s.core.v1.Namespace,
+        block_storage: pulumi.Resource,
         mount_role_arn: pulumi.Output[str] | None = None,
         mount_files: Sequence[MountPodFiles] = (),
         opts: pulumi.ResourceOptions | None = None,
@@ -139,6 +192,21 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
         csi_namespace = kube.csi_namespace
         child = pulumi.ResourceOptions(parent=self)
 
+        secret_name = f"{kube.storage_class_name}-credentials"
+        configs: dict[str, str] = {}
+        files_secrets: list[pulumi.Resource] = []
+        for files in mount_files:
+            # Mount pods and the driver's pods run in the CSI namespace and mount Secrets from there only.
+            files_secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-{files.name}",
+                    metadata={"name": files_secret_name(settings, files), "namespace": csi_namespace},
+                    string_data=dict(files.files),
+                    opts=child,
+                )
+            )
+            configs[files_secret_name(settings, files)] = files.mount_dir
+
         release = k8s.helm.v3.Release(
             f"{name}-csi-driver",
             name=CSI_RELEASE,
@@ -146,11 +214,12 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             version=settings.versions.juicefs_csi_chart,
             repository_opts={"repo": CSI_CHART_REPO},
             namespace=csi_namespace,
-            values=csi_chart_values(settings),
+            values=csi_chart_values(settings, mount_files),
             atomic=True,
             cleanup_on_fail=True,
             max_history=10,
-            opts=child,
+            # The driver's pods mount these; without them they never start and the release fails.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*files_secrets, block_storage]),
         )
 
         # The StorageClass and the claim name what they use as plain strings and wait for it through
@@ -172,19 +241,6 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             )
             parameters["juicefs/mount-service-account"] = MOUNT_SERVICE_ACCOUNT
             uses.append(account)
-
-        secret_name = f"{kube.storage_class_name}-credentials"
-        configs: dict[str, str] = {}
-        for files in mount_files:
-            files_secret_name = f"{secret_name}-{files.name}"
-            # Mount pods run in the CSI namespace and can only mount Secrets from there.
-            k8s.core.v1.Secret(
-                f"{name}-{files.name}",
-                metadata={"name": files_secret_name, "namespace": csi_namespace},
-                string_data=dict(files.files),
-                opts=child,
-            )
-            configs[files_secret_name] = files.mount_dir
 
         self.generated_rsa_key = None
         rsa_key: pulumi.Output[str] | None = None
@@ -239,6 +295,9 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
                 "csi.storage.k8s.io/provisioner-secret-namespace": csi_namespace,
                 "csi.storage.k8s.io/node-publish-secret-name": secret_name,
                 "csi.storage.k8s.io/node-publish-secret-namespace": csi_namespace,
+                # Expansion sets the new quota with the volume's credentials (controller.go ControllerExpandVolume).
+                "csi.storage.k8s.io/controller-expand-secret-name": secret_name,
+                "csi.storage.k8s.io/controller-expand-secret-namespace": csi_namespace,
             }
         )
         storage_class = k8s.storage.v1.StorageClass(
@@ -250,7 +309,6 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             volume_binding_mode="Immediate",
             allow_volume_expansion=True,
             parameters=parameters,
-            mount_options=mount_options(settings.juicefs),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*uses, secret]),
         )
         claim = k8s.core.v1.PersistentVolumeClaim(

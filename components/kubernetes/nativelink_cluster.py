@@ -5,8 +5,9 @@
   pod before starting its replacement, where a Deployment would briefly run two.
 * Scheduler: one pod, replaced with Recreate; its queue lives in memory and workers must not be
   split between two schedulers.
-* Workers: a Deployment; each pod keeps its fast store and work directory on one emptyDir at
-  layout.WORKER_ROOT (hard links need one filesystem; NativeLink advises against network storage).
+* Workers: a Deployment; each pod keeps its fast store and work directory on one block volume at
+  layout.WORKER_ROOT (hard links need one filesystem; NativeLink advises against network storage),
+  a generic ephemeral volume of kubernetes.blockStorageClass created and deleted with the pod.
 The image has no shell, so containers get only the config path as argument. Configs carry no
 secrets; each lives in its own ConfigMap and its sha256 is a pod annotation, so a config change
 rolls the pods even where the ConfigMap name would not change.
@@ -113,13 +114,9 @@ def _probes(startup_failures: int) -> Any:
     }
 
 
-def _resources(resources: ContainerResources, extra_requests: dict[str, str] | None = None) -> Any:
+def _resources(resources: ContainerResources) -> Any:
     return {
-        "requests": {
-            "cpu": resources.cpu_request,
-            "memory": resources.memory_request,
-            **(extra_requests or {}),
-        },
+        "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
         "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
     }
 
@@ -161,6 +158,20 @@ def _container(
     }
 
 
+def _worker_root_volume(settings: Settings) -> Any:
+    """A block volume per worker pod, deleted with it: the node's disk (often 20 GiB) need not hold it."""
+    kube = settings.kubernetes
+    claim_spec = {
+        "access_modes": ["ReadWriteOnce"],
+        "storage_class_name": kube.block_storage_class,
+        "resources": {"requests": {"storage": kube.worker_ephemeral_storage}},
+    }
+    return {
+        "name": "worker-root",
+        "ephemeral": {"volume_claim_template": {"metadata": {"labels": labels("worker")}, "spec": claim_spec}},
+    }
+
+
 def _pod_spec(
     settings: Settings,
     container: Any,
@@ -199,6 +210,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         settings: Settings,
         namespace: k8s.core.v1.Namespace,
         claim_name: pulumi.Input[str],
+        block_storage: pulumi.Resource,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:cluster:KubernetesCluster", name, None, opts)
@@ -385,7 +397,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         worker_container = _container(
             "worker",
             settings,
-            _resources(kube.worker_resources, {"ephemeral-storage": kube.worker_ephemeral_storage}),
+            _resources(kube.worker_resources),
             ports=[],
             volume_mounts=[
                 {"name": "worker-root", "mount_path": layout.WORKER_ROOT},
@@ -407,7 +419,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
                     worker_container,
                     worker_config,
                     [
-                        {"name": "worker-root", "empty_dir": {"size_limit": kube.worker_ephemeral_storage}},
+                        _worker_root_volume(settings),
                         {"name": "nativelink-binary", "empty_dir": {}},
                     ],
                     # Build actions need a toolchain the NativeLink image lacks: this copies the binary
@@ -434,7 +446,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             spec=worker_spec,
             # A rolling update replaces about two workers per wave (one surged, one unavailable).
             opts=pulumi.ResourceOptions.merge(
-                child,
+                pulumi.ResourceOptions(parent=self, depends_on=[block_storage]),
                 _await_probes(STARTUP_FAILURES, grace, waves=math.ceil(settings.workers.count / 2)),
             ),
         )
