@@ -238,6 +238,8 @@ class WorkerSettings(_Model):
 
 class NativeLinkSettings(_Model):
     instance_name: str = Field("", pattern=r"^[A-Za-z0-9_./-]*$")
+    # Clients may write action results to the action cache (else only workers do, on their own listener).
+    clients_upload_results: bool = False
     cas_max_bytes: DataSize = "50gb"
     ac_max_bytes: DataSize = "1gb"
     log_level: Literal["error", "warn", "info", "debug", "trace"] = "info"

@@ -37,8 +37,9 @@ PACK_NAME = "nativelink-juicefs"
 
 # ---- facts shared with the program (tests/test_policy.py checks them against the originals)
 
-# components.nativelink.layout.WORKER_API_PORT: workers reach the scheduler here; it has no auth.
-WORKER_API_PORT = 50061
+# components.nativelink.layout.WORKER_API_PORT and WORKER_CAS_PORT: workers reach the scheduler and the
+# CAS server's writable action cache there; neither authenticates its callers.
+WORKER_PORTS = {50061: "the worker API port 50061", 50071: "the CAS server's worker port 50071"}
 # components.settings.FLOATING_TAGS and the pattern of components.settings._IMAGE_RE.
 FLOATING_TAGS = frozenset({"latest", "main", "master", "nightly", "ce-nightly", "edge", "stable", "dev"})
 IMAGE_REF_PATTERN = (
@@ -361,8 +362,9 @@ def _service_exposes_worker_api(props: Mapping[str, Any]) -> list[str]:
     how = f"type {service_type}" if service_type in EXPOSED_SERVICE_TYPES else "externalIPs"
     found = []
     for port in _items(_get(spec, "ports")):
-        if WORKER_API_PORT in (_port_number(_get(port, "port")), _port_number(_get(port, "targetPort"))):
-            found.append(f"Service of {how} exposes the worker API port {WORKER_API_PORT}")
+        for number in (_port_number(_get(port, "port")), _port_number(_get(port, "targetPort"))):
+            if number in WORKER_PORTS:
+                found.append(f"Service of {how} exposes {WORKER_PORTS[number]}")
     return found
 
 
@@ -377,26 +379,26 @@ def _ingress_backends(props: Mapping[str, Any]) -> Iterator[Any]:
 def _validate_worker_api(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type == DOCKER_CONTAINER:
         for port in _items(_get(args.props, "ports")):
-            numbers = (_port_number(_get(port, "internal")), _port_number(_get(port, "external")))
-            if WORKER_API_PORT in numbers:
-                report_violation(
-                    f"the worker API port {WORKER_API_PORT} is published; workers reach it on the private network",
-                    None,
-                )
+            for number in {_port_number(_get(port, "internal")), _port_number(_get(port, "external"))}:
+                if number in WORKER_PORTS:
+                    report_violation(
+                        f"{WORKER_PORTS[number]} is published; workers reach it on the private network", None
+                    )
     elif args.resource_type == K8S_SERVICE:
         for message in _service_exposes_worker_api(args.props):
             report_violation(message, None)
     elif args.resource_type == K8S_INGRESS:
         for backend in _ingress_backends(args.props):
-            if _port_number(_get(backend, "service", "port", "number")) == WORKER_API_PORT:
-                report_violation(f"an Ingress backend routes to the worker API port {WORKER_API_PORT}", None)
+            number = _port_number(_get(backend, "service", "port", "number"))
+            if number in WORKER_PORTS:
+                report_violation(f"an Ingress backend routes to {WORKER_PORTS[number]}", None)
 
 
-worker_api_not_exposed = ResourceValidationPolicy(
-    name="worker-api-port-not-exposed",
+worker_ports_not_exposed = ResourceValidationPolicy(
+    name="worker-ports-not-exposed",
     description=(
-        f"The worker API port {WORKER_API_PORT} is never published: not in Docker ports, not on a "
-        "LoadBalancer/NodePort/externalIPs Service, not behind an Ingress."
+        f"The ports only workers use ({', '.join(str(port) for port in WORKER_PORTS)}) are never published: not in "
+        "Docker ports, not on a LoadBalancer/NodePort/externalIPs Service, not behind an Ingress."
     ),
     validate=_validate_worker_api,
 )
@@ -524,7 +526,7 @@ POLICIES: list[Policy] = [
     elasticache_encrypted,
     rds_encrypted_protected_private,
     docker_ports_on_loopback,
-    worker_api_not_exposed,
+    worker_ports_not_exposed,
     no_plaintext_secrets,
     images_pinned,
 ]

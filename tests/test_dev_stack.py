@@ -519,7 +519,8 @@ def test_plain_exports(mocks: RecordingMocks) -> None:
     exports = resolve_exports(build(mocks, stack_settings("dev")))
     values = {key: value for key, (_, value) in exports.items()}
     assert {key: values[key] for key in ("bazelFlags", "casEndpoint", "schedulerEndpoint")} == {
-        "bazelFlags": "--remote_executor=grpc://127.0.0.1:50052 --remote_cache=grpc://127.0.0.1:50051",
+        "bazelFlags": "--remote_executor=grpc://127.0.0.1:50052 --remote_cache=grpc://127.0.0.1:50051 "
+        "--remote_upload_local_results=false",
         "casEndpoint": "grpc://127.0.0.1:50051",
         "schedulerEndpoint": "grpc://127.0.0.1:50052",
     }
@@ -531,7 +532,13 @@ def test_plain_exports(mocks: RecordingMocks) -> None:
 
 def test_bazel_flags_carry_the_instance_name(mocks: RecordingMocks) -> None:
     _, flags = resolve_exports(build(mocks, stack_settings("dev", nativelink={"instanceName": "main"})))["bazelFlags"]
-    assert flags.endswith(" --remote_instance_name=main")
+    assert " --remote_instance_name=main" in flags
+
+
+def test_bazel_uploads_results_only_where_clients_may(mocks: RecordingMocks) -> None:
+    settings = stack_settings("dev", nativelink={"clientsUploadResults": True})
+    _, flags = resolve_exports(build(mocks, settings))["bazelFlags"]
+    assert "--remote_upload_local_results" not in flags
 
 
 def test_state_volumes_are_retained_by_default(dev: RecordingMocks) -> None:

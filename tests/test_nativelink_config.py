@@ -156,11 +156,30 @@ def test_worker_keeps_a_local_fast_store_beside_its_work_directory(configs: Clus
 
 
 def test_workers_and_scheduler_reach_the_cas_over_grpc(configs: ClusterConfigs) -> None:
-    for process in (configs.scheduler, configs.worker):
+    """Workers write results, on the CAS server's listener for workers; the scheduler reads, as clients do."""
+    for process, port in ((configs.scheduler, layout.CAS_PORT), (configs.worker, layout.WORKER_CAS_PORT)):
         grpc_stores = [store for store in as_dict(process)["stores"] if "grpc" in store]
         assert {store["grpc"]["store_type"] for store in grpc_stores} == {"cas", "ac"}
         for store in grpc_stores:
-            assert store["grpc"]["endpoints"] == [{"address": f"grpc://nativelink-cas:{layout.CAS_PORT}"}]
+            assert store["grpc"]["endpoints"] == [{"address": f"grpc://nativelink-cas:{port}"}]
+
+
+def ac_read_only(config: CasConfig) -> dict[str, bool]:
+    """Each listener's action cache: read-only or not."""
+    return {
+        server["name"]: server["services"]["ac"][0]["read_only"]
+        for server in as_dict(config)["servers"]
+        if "ac" in server["services"]
+    }
+
+
+def test_only_workers_write_the_action_cache(configs: ClusterConfigs) -> None:
+    """A client that could write the AC could make every later build use its outputs."""
+    assert ac_read_only(configs.cas_server) == {"public": True, "workers": False}
+    assert ac_read_only(configs.scheduler) == {"public": True}
+    opened = render(stack_settings("dev", nativelink={"clientsUploadResults": True}))
+    assert ac_read_only(opened.cas_server) == {"public": False, "workers": False}
+    assert ac_read_only(opened.scheduler) == {"public": False}
 
 
 def test_worker_advertises_and_runs_what_its_cpu_limit_allows(configs: ClusterConfigs) -> None:
@@ -197,6 +216,7 @@ def listeners(config: CasConfig) -> dict[int, set[str]]:
 def test_listeners_carry_the_services_the_deployment_relies_on(configs: ClusterConfigs) -> None:
     assert listeners(configs.cas_server) == {
         layout.CAS_PORT: {"cas", "ac", "capabilities", "bytestream"},
+        layout.WORKER_CAS_PORT: {"cas", "ac", "capabilities", "bytestream"},
         layout.HEALTH_PORT: {"health"},
     }
     assert listeners(configs.scheduler) == {

@@ -108,8 +108,8 @@ def test_image_rules_are_the_programs() -> None:
     assert pack.FLOATING_TAGS == FLOATING_TAGS
 
 
-def test_worker_api_port_is_the_programs() -> None:
-    assert pack.WORKER_API_PORT == layout.WORKER_API_PORT
+def test_worker_ports_are_the_programs() -> None:
+    assert set(pack.WORKER_PORTS) == {layout.WORKER_API_PORT, layout.WORKER_CAS_PORT}
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ def test_dev_scheduler_publishing_the_worker_api_is_flagged(dev: RecordingMocks)
     record = dev.one(DOCKER, "nativelink-scheduler")
     inputs = reveal(record.inputs)
     inputs["ports"].append({"internal": layout.WORKER_API_PORT, "external": layout.WORKER_API_PORT, "ip": "127.0.0.1"})
-    (violation,) = run(BY_NAME["worker-api-port-not-exposed"], recorded_args(record, inputs))
+    (violation,) = run(BY_NAME["worker-ports-not-exposed"], recorded_args(record, inputs))
     assert "50061" in violation.message
 
 
@@ -290,31 +290,33 @@ CASES = [
     Case("docker-ports-on-loopback", DOCKER, {"ports": [{"internal": 80, "ip": "::"}]}, "on ::"),
     Case("docker-ports-on-loopback", DOCKER, {"ports": [{"internal": 80, "ip": "192.168.1.5"}]}, "on 192.168.1.5"),
     Case("docker-ports-on-loopback", DOCKER, {"networkMode": "host"}, "networkMode is 'host'"),
-    # worker-api-port-not-exposed
-    Case("worker-api-port-not-exposed", DOCKER, {"ports": [{"internal": 50051, "ip": "127.0.0.1"}]}, None),
+    # worker-ports-not-exposed
+    Case("worker-ports-not-exposed", DOCKER, {"ports": [{"internal": 50051, "ip": "127.0.0.1"}]}, None),
     Case(
-        "worker-api-port-not-exposed",
+        "worker-ports-not-exposed",
         DOCKER,
         {"ports": [{"internal": 50061, "external": 50061, "ip": "127.0.0.1"}]},
         "50061",
         id="docker-loopback",
     ),
-    Case("worker-api-port-not-exposed", DOCKER, {"ports": [{"internal": 9000, "external": 50061}]}, "50061"),
-    Case("worker-api-port-not-exposed", SERVICE, service("ClusterIP", 50061, 50061), None, id="cluster-ip"),
-    Case("worker-api-port-not-exposed", SERVICE, service("LoadBalancer", 50051, 50051), None, id="lb-client-api"),
-    Case("worker-api-port-not-exposed", SERVICE, service("LoadBalancer", 50061), "type LoadBalancer", id="lb"),
-    Case("worker-api-port-not-exposed", SERVICE, service("NodePort", 80, 50061), "type NodePort", id="node-port"),
+    Case("worker-ports-not-exposed", DOCKER, {"ports": [{"internal": 9000, "external": 50061}]}, "50061"),
+    Case("worker-ports-not-exposed", SERVICE, service("ClusterIP", 50061, 50061), None, id="cluster-ip"),
+    Case("worker-ports-not-exposed", SERVICE, service("LoadBalancer", 50051, 50051), None, id="lb-client-api"),
+    Case("worker-ports-not-exposed", SERVICE, service("LoadBalancer", 50061), "type LoadBalancer", id="lb"),
+    Case("worker-ports-not-exposed", SERVICE, service("NodePort", 80, 50061), "type NodePort", id="node-port"),
     Case(
-        "worker-api-port-not-exposed",
+        "worker-ports-not-exposed",
         SERVICE,
         service("ClusterIP", 50061, externalIPs=["203.0.113.7"]),
         "externalIPs",
         id="external-ips",
     ),
-    Case("worker-api-port-not-exposed", INGRESS, ingress_rule(50051), None, id="ingress-client-api"),
-    Case("worker-api-port-not-exposed", INGRESS, ingress_rule(50061), "Ingress backend", id="ingress-rule"),
+    Case("worker-ports-not-exposed", INGRESS, ingress_rule(50051), None, id="ingress-client-api"),
+    Case("worker-ports-not-exposed", INGRESS, ingress_rule(50061), "Ingress backend", id="ingress-rule"),
+    Case("worker-ports-not-exposed", SERVICE, service("LoadBalancer", 50071), "worker port 50071", id="lb-worker-cas"),
+    Case("worker-ports-not-exposed", DOCKER, {"ports": [{"internal": 50071, "ip": "127.0.0.1"}]}, "50071", id="cas-w"),
     Case(
-        "worker-api-port-not-exposed",
+        "worker-ports-not-exposed",
         INGRESS,
         {"spec": {"defaultBackend": {"service": {"name": "s", "port": {"number": 50061}}}}},
         "Ingress backend",
@@ -683,12 +685,12 @@ def test_policies_flag_bad_resources_built_with_the_sdks(mocks: RecordingMocks) 
         ("rds-encrypted-protected-private", "bad-db"),
         ("images-pinned", "bad-deploy"),
         ("no-plaintext-secrets", "bad-deploy"),
-        ("worker-api-port-not-exposed", "bad-svc"),
-        ("worker-api-port-not-exposed", "bad-ingress"),
+        ("worker-ports-not-exposed", "bad-svc"),
+        ("worker-ports-not-exposed", "bad-ingress"),
         ("no-plaintext-secrets", "bad-cm"),
         ("images-pinned", "bad-image"),
         ("images-pinned", "bad-container"),
         ("no-plaintext-secrets", "bad-container"),
         ("docker-ports-on-loopback", "bad-container"),
-        ("worker-api-port-not-exposed", "bad-container"),
+        ("worker-ports-not-exposed", "bad-container"),
     }

@@ -603,7 +603,8 @@ def test_exports(mocks: RecordingMocks, engine: str) -> None:
     _, flags = exports["bazelFlags"]
     assert flags == (
         "--remote_executor=grpc://nativelink-scheduler.nativelink.svc.cluster.local:50052 "
-        "--remote_cache=grpc://nativelink-cas.nativelink.svc.cluster.local:50051"
+        "--remote_cache=grpc://nativelink-cas.nativelink.svc.cluster.local:50051 "
+        "--remote_upload_local_results=false"
     )
     _, volume = exports["juicefsVolume"]
     assert volume["claim"] == "nativelink-cas"

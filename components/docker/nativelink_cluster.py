@@ -111,7 +111,7 @@ class DockerNativeLinkCluster(NativeLinkTier):
         self.publish_endpoints(
             f"grpc://{LOOPBACK}:{published.cas}",
             f"grpc://{LOOPBACK}:{published.scheduler}",
-            settings.nativelink.instance_name,
+            settings.nativelink,
         )
 
 

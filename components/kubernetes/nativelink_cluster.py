@@ -481,5 +481,5 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         self.publish_endpoints(
             f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}",
             f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}",
-            settings.nativelink.instance_name,
+            settings.nativelink,
         )

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pulumi
 
+if TYPE_CHECKING:
+    from components.settings import NativeLinkSettings
 
-def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, instance_name: str) -> str:
+
+def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLinkSettings) -> str:
     """Remote-execution flags for a cluster whose CAS server and scheduler answer at these gRPC endpoints."""
     flags = [
         f"--remote_executor={scheduler_endpoint}",
         # The scheduler serves no CAS; blobs go straight to the CAS server.
         f"--remote_cache={cas_endpoint}",
     ]
-    if instance_name:
-        flags.append(f"--remote_instance_name={instance_name}")
+    if nativelink.instance_name:
+        flags.append(f"--remote_instance_name={nativelink.instance_name}")
+    if not nativelink.clients_upload_results:
+        # The clients' action cache is read-only: uploads would only fail (NativeLink still advertises
+        # update_enabled, capabilities_server.rs:171-173), each with a warning.
+        flags.append("--remote_upload_local_results=false")
     return " ".join(flags)
 
 
@@ -24,11 +33,11 @@ class NativeLinkTier(pulumi.ComponentResource):
     scheduler_endpoint: pulumi.Output[str]
     bazel_flags: pulumi.Output[str]
 
-    def publish_endpoints(self, cas_endpoint: str, scheduler_endpoint: str, instance_name: str) -> None:
+    def publish_endpoints(self, cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLinkSettings) -> None:
         """Set the NativeLinkCluster outputs and register them (the component's last step)."""
         self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
         self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
-        self.bazel_flags = pulumi.Output.from_input(bazel_flags(cas_endpoint, scheduler_endpoint, instance_name))
+        self.bazel_flags = pulumi.Output.from_input(bazel_flags(cas_endpoint, scheduler_endpoint, nativelink))
         self.register_outputs(
             {
                 "cas_endpoint": self.cas_endpoint,

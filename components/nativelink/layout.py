@@ -12,6 +12,9 @@ from dataclasses import dataclass
 CAS_PORT = 50051
 SCHEDULER_PORT = 50052
 WORKER_API_PORT = 50061
+# The CAS server's listener for workers, the only one whose action cache takes writes (unless
+# nativelink.clientsUploadResults): results come from workers, so no client can poison the cache.
+WORKER_CAS_PORT = 50071
 # Health answers here only; never published.
 HEALTH_PORT = 50081
 HEALTH_PATH = "/status"

@@ -101,8 +101,8 @@ def _filesystem(paths: layout.StorePaths, max_bytes: int) -> FilesystemSpec:
     )
 
 
-def _remote_stores(settings: Settings, endpoints: Endpoints) -> list[NamedStore]:
-    address = f"grpc://{endpoints.cas_host}:{layout.CAS_PORT}"
+def _remote_stores(settings: Settings, endpoints: Endpoints, port: int) -> list[NamedStore]:
+    address = f"grpc://{endpoints.cas_host}:{port}"
     instance = settings.nativelink.instance_name
     return [
         NamedStore(
@@ -136,18 +136,28 @@ def render_cas_server(settings: Settings, cas_data: layout.CasData) -> CasConfig
             ),
         ],
         servers=[
-            _listener(
-                "public",
-                layout.CAS_PORT,
-                ServicesConfig(
-                    cas=[CasStoreConfig(instance_name=instance, cas_store=CAS_STORE)],
-                    ac=[AcStoreConfig(instance_name=instance, ac_store=AC_STORE)],
-                    capabilities=[CapabilitiesConfig(instance_name=instance)],
-                    bytestream=[ByteStreamConfig(instance_name=instance, cas_store=CAS_STORE)],
-                ),
-            ),
+            _cas_listener("public", layout.CAS_PORT, instance, ac_read_only=_clients_read_only(settings)),
+            _cas_listener("workers", layout.WORKER_CAS_PORT, instance, ac_read_only=False),
             _health_listener(),
         ],
+    )
+
+
+def _clients_read_only(settings: Settings) -> bool:
+    return not settings.nativelink.clients_upload_results
+
+
+def _cas_listener(name: str, port: int, instance: str, *, ac_read_only: bool) -> ServerConfig:
+    return _listener(
+        name,
+        port,
+        ServicesConfig(
+            cas=[CasStoreConfig(instance_name=instance, cas_store=CAS_STORE)],
+            # A read-only AC answers updates with PERMISSION_DENIED (v1.6.6 ac_server.rs:131-136).
+            ac=[AcStoreConfig(instance_name=instance, ac_store=AC_STORE, read_only=ac_read_only)],
+            capabilities=[CapabilitiesConfig(instance_name=instance)],
+            bytestream=[ByteStreamConfig(instance_name=instance, cas_store=CAS_STORE)],
+        ),
     )
 
 
@@ -161,7 +171,8 @@ def _supported_properties(settings: Settings) -> dict[str, PropertyType]:
 def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
     instance = settings.nativelink.instance_name
     return CasConfig(
-        stores=_remote_stores(settings, endpoints),
+        # The scheduler only reads the cache, as a client does.
+        stores=_remote_stores(settings, endpoints, layout.CAS_PORT),
         schedulers=[
             NamedScheduler(
                 name=SCHEDULER, simple=SimpleSpec(supported_platform_properties=_supported_properties(settings))
@@ -172,7 +183,11 @@ def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
                 "public",
                 layout.SCHEDULER_PORT,
                 ServicesConfig(
-                    ac=[AcStoreConfig(instance_name=instance, ac_store=REMOTE_AC_STORE)],
+                    ac=[
+                        AcStoreConfig(
+                            instance_name=instance, ac_store=REMOTE_AC_STORE, read_only=_clients_read_only(settings)
+                        )
+                    ],
                     execution=[
                         ExecutionConfig(instance_name=instance, cas_store=REMOTE_CAS_STORE, scheduler=SCHEDULER)
                     ],
@@ -208,7 +223,8 @@ def render_worker(settings: Settings, endpoints: Endpoints, cpus: int) -> CasCon
     properties.update({key: WorkerProperty(values=list(values)) for key, values in workers.platform_properties.items()})
     return CasConfig(
         stores=[
-            *_remote_stores(settings, endpoints),
+            # Workers write action results: they use the CAS server's listener for workers.
+            *_remote_stores(settings, endpoints, layout.WORKER_CAS_PORT),
             NamedStore(
                 name=WORKER_FAST_SLOW_STORE,
                 fast_slow=FastSlowSpec(

@@ -94,7 +94,7 @@ def test_worker_is_healthy_only_while_connected_to_the_worker_api() -> None:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.skip("needs unshare and ip (util-linux, iproute2)")
     busybox = static_busybox()
-    script = NETNS_CHECK.format(api=layout.WORKER_API_PORT, cas=layout.CAS_PORT)
+    script = NETNS_CHECK.format(api=layout.WORKER_API_PORT, cas=layout.WORKER_CAS_PORT)
     env = {"PATH": f"{busybox.parent}:/usr/sbin:/usr/bin:/bin", "HEALTH": WORKER_REGISTERED[1]}
     result = subprocess.run(
         ["unshare", "--net", "--kill-child", "sh", "-c", script],
