@@ -20,6 +20,7 @@ from components.aws.metadata_engine import (
     ElastiCacheMetadataEngine,
     RdsMetadataEngine,
 )
+from components.aws.network_policy_check import require_network_policy_enforcement
 from components.aws.object_store import S3ObjectStore
 from components.kubernetes.juicefs_volume import CsiJuiceFsVolume, MountPodFiles, check_encryption_secrets
 from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster, create_namespace
@@ -51,6 +52,8 @@ def build_prod_stack(
         kubeconfig=secrets.kubeconfig,
         opts=base,
     )
+    if aws_settings.eks_cluster_name is not None:
+        require_network_policy_enforcement(aws_settings.eks_cluster_name, aws_provider)
     aws_opts = pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(providers={"aws": aws_provider}))
     k8s_opts = pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}))
 

@@ -173,7 +173,22 @@ def size_bytes(size: str) -> int:
     return int(match.group(1)) * _SIZE_FACTORS[match.group(2)]
 
 
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a network in CIDR notation with no host bits set, e.g. '10.0.0.0/16'"
+        ) from None
+
+
+def repeated_items(items: list[str]) -> list[str]:
+    """Items listed more than once, sorted."""
+    return sorted({item for item in items if items.count(item) > 1})
+
+
 ImageRef = Annotated[str, AfterValidator(_pinned_image)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
 DataSize = Annotated[str, AfterValidator(_data_size)]
 BucketName = Annotated[str, AfterValidator(_bucket_name)]
 K8sQuantity = Annotated[str, AfterValidator(_k8s_quantity)]
@@ -378,6 +393,8 @@ class AwsSettings(_Model):
     vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$")
     subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=2)
     node_security_group_id: str = Field(pattern=r"^sg-[0-9a-f]{8,17}$")
+    # The EKS cluster of the NativeLink tier: set, `pulumi up` checks that its VPC CNI enforces NetworkPolicy.
+    eks_cluster_name: str | None = Field(None, pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
     metadata_engine: Literal["redis", "postgres"] = "redis"
     elasticache: ElastiCacheSettings = ElastiCacheSettings()
     rds: RdsSettings = RdsSettings()
@@ -394,7 +411,7 @@ class AwsSettings(_Model):
 
     @model_validator(mode="after")
     def _subnets_distinct(self) -> AwsSettings:
-        repeated = sorted({subnet for subnet in self.subnet_ids if self.subnet_ids.count(subnet) > 1})
+        repeated = repeated_items(self.subnet_ids)
         if repeated:
             raise SettingError(
                 "aws.subnetIds",
@@ -468,6 +485,24 @@ class KubernetesSettings(_Model):
     worker_resources: WorkerResources = WorkerResources()
     termination_grace_period_s: int = Field(600, ge=30, le=7200)
     autoscale_max_workers: int | None = Field(None, ge=1, le=1000)
+    # Who may reach the client ports (CAS 50051, scheduler 50052) besides pods of the tier's namespace.
+    client_namespaces: list[DnsLabel] = Field(default_factory=list)
+    client_cidrs: list[Cidr] = Field(default_factory=list)
+    # What workers (build actions) may reach besides the CAS server, the scheduler and DNS.
+    worker_egress_cidrs: list[Cidr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _lists_distinct(self) -> KubernetesSettings:
+        for field in ("client_namespaces", "client_cidrs", "worker_egress_cidrs"):
+            items: list[str] = getattr(self, field)
+            repeated = repeated_items(items)
+            if repeated:
+                raise SettingError(
+                    f"kubernetes.{to_camel(field)}",
+                    items,
+                    f"lists {', '.join(repeated)} more than once; list each once",
+                )
+        return self
 
     @model_validator(mode="after")
     def _requests_within_limits(self) -> KubernetesSettings:

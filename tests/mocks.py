@@ -79,6 +79,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self._by_key: dict[tuple[str, str], Recorded] = {}
         # (token, args) of every invoke, in order.
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        # What an invoke returns, by token, where a test sets it.
+        self.call_results: dict[str, dict[str, Any]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         record = self._by_key.get((args.typ, args.name))
@@ -135,7 +137,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/ci", "userId": "ci"}, []
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, []
-        return {}, []
+        return self.call_results.get(args.token, {}), []
 
     # ---- recording options through a legacy transformation (new-style transforms do not run under mocks)
 

@@ -14,6 +14,7 @@ from components.settings import ConfigError, Settings, parse_settings
 from components.stack import StackSecrets
 from tests.graph import input_sources
 from tests.mocks import is_secret, plaintext_strings, reveal
+from tests.netpol import Address, Peer, Pod, Policies
 from tests.stacks import ROOT, TEST_CA_BUNDLE, build, merged, resolve_exports, stack_config, stack_settings
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 
 # ---- config
 SERVICE = "kubernetes:core/v1:Service"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
 
 def prod_settings(engine: str = "redis", **overrides: Any) -> Settings:
@@ -474,6 +476,7 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     }
     assert ports == {
         "nativelink-cas": [(50051, "grpc")],
+        "nativelink-cas-workers": [(50071, "grpc-workers")],
         "nativelink-cas-pods": [(50051, "grpc")],
         "nativelink-scheduler": [(50052, "grpc")],
         "nativelink-worker-api": [(50061, "worker-api")],
@@ -481,6 +484,7 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
     services = {record.inputs["metadata"]["name"]: record.inputs["spec"] for record in mocks.of_type(SERVICE)}
     assert {name: spec.get("type") for name, spec in services.items() if name != "nativelink-cas-pods"} == {
         "nativelink-cas": "ClusterIP",
+        "nativelink-cas-workers": "ClusterIP",
         "nativelink-scheduler": "ClusterIP",
         "nativelink-worker-api": "ClusterIP",
     }
@@ -564,26 +568,126 @@ def test_config_checksum_annotation_matches_the_config_map(mocks: RecordingMocks
         assert "password" not in text.lower()
 
 
-def test_worker_api_is_admitted_from_workers_only(mocks: RecordingMocks) -> None:
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
+
+def nativelink_pod(component: str) -> Pod:
+    return Pod("nativelink", {"app.kubernetes.io/name": "nativelink", "app.kubernetes.io/component": component})
+
+
+CAS_POD, SCHEDULER_POD, WORKER_POD = (nativelink_pod(c) for c in ("cas", "scheduler", "worker"))
+CI_POD = Pod("ci", {"app": "bazel"})
+OTHER_POD = Pod("web", {"app": "shop"})
+DEBUG_POD = Pod("nativelink", {"run": "debug"})
+DNS_POD = Pod("kube-system", {"k8s-app": "kube-dns"})
+IMDS = Address("169.254.169.254")
+METADATA_ENGINE = Address("10.0.5.5")
+
+
+def recorded_policies(mocks: RecordingMocks) -> Policies:
+    records = mocks.of_type(NETWORK_POLICY)
+    assert {record.inputs["metadata"]["namespace"] for record in records} == {"nativelink"}
+    return Policies("nativelink", [record.inputs["spec"] for record in records])
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "port", "allowed"),
+    [
+        # Clients: the listed namespace and address range reach the client ports, nothing else.
+        (CI_POD, CAS_POD, 50051, True),
+        (CI_POD, SCHEDULER_POD, 50052, True),
+        (Address("10.20.3.4"), SCHEDULER_POD, 50052, True),
+        (CI_POD, CAS_POD, 50071, False),
+        (CI_POD, SCHEDULER_POD, 50061, False),
+        (Address("10.20.3.4"), CAS_POD, 50071, False),
+        (OTHER_POD, CAS_POD, 50051, False),
+        (OTHER_POD, SCHEDULER_POD, 50052, False),
+        (Address("10.30.0.1"), SCHEDULER_POD, 50052, False),
+        (DEBUG_POD, CAS_POD, 50051, False),
+        # Workers: the writable AC and the worker API; DNS; the allowed range; nothing else.
+        (WORKER_POD, CAS_POD, 50071, True),
+        (WORKER_POD, SCHEDULER_POD, 50061, True),
+        (WORKER_POD, DNS_POD, 53, True),
+        (WORKER_POD, Address("10.99.0.7"), 443, True),
+        (WORKER_POD, CAS_POD, 50051, False),
+        (WORKER_POD, SCHEDULER_POD, 50052, False),
+        (WORKER_POD, IMDS, 80, False),
+        (WORKER_POD, METADATA_ENGINE, 6379, False),
+        (WORKER_POD, Address("1.1.1.1"), 443, False),
+        (WORKER_POD, WORKER_POD, 50081, False),
+        # The scheduler reads the cache as a client; the CAS server talks to nobody.
+        (SCHEDULER_POD, CAS_POD, 50051, True),
+        (SCHEDULER_POD, CAS_POD, 50071, False),
+        (SCHEDULER_POD, METADATA_ENGINE, 6379, False),
+        (CAS_POD, METADATA_ENGINE, 6379, False),
+        (CAS_POD, SCHEDULER_POD, 50061, False),
+    ],
+)
+def test_network_policies(mocks: RecordingMocks, source: Peer, destination: Peer, port: int, allowed: bool) -> None:
+    settings = prod_settings(
+        kubernetes={"clientNamespaces": ["ci"], "clientCidrs": ["10.20.0.0/16"], "workerEgressCidrs": ["10.99.0.0/24"]}
+    )
+    build(mocks, settings, supplied_secrets())
+    assert recorded_policies(mocks).allows(source, destination, port, "UDP" if port == 53 else "TCP") is allowed
+
+
+def test_without_clients_configured_nobody_reaches_the_client_ports(mocks: RecordingMocks) -> None:
+    """An empty `from` admits every source: with no clients configured the rule must be absent, not empty."""
     build(mocks, prod_settings(), supplied_secrets())
-    (policy,) = mocks.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
-    spec = policy.inputs["spec"]
-    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "scheduler"
-    assert spec["policyTypes"] == ["Ingress"]
-    worker_api_rules = [rule for rule in spec["ingress"] if any(p["port"] == 50061 for p in rule.get("ports", []))]
-    (rule,) = worker_api_rules
-    assert rule["from"] == [
-        {
-            "podSelector": {
-                "matchLabels": {
-                    "app.kubernetes.io/name": "nativelink",
-                    "app.kubernetes.io/component": "worker",
-                }
-            }
-        }
+    policies = recorded_policies(mocks)
+    for source in (CI_POD, OTHER_POD, Address("10.20.3.4")):
+        assert not policies.allows(source, SCHEDULER_POD, 50052)
+        assert not policies.allows(source, CAS_POD, 50051)
+    assert policies.allows(WORKER_POD, SCHEDULER_POD, 50061)
+    assert policies.allows(SCHEDULER_POD, CAS_POD, 50051)
+
+
+def test_pods_run_with_least_privilege(mocks: RecordingMocks) -> None:
+    build(mocks, prod_settings(), supplied_secrets())
+    namespace = mocks.one("kubernetes:core/v1:Namespace", "nativelink-namespace").inputs["metadata"]["labels"]
+    assert namespace["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert namespace["pod-security.kubernetes.io/warn"] == "restricted"
+    for typ, name in (("kubernetes:apps/v1:StatefulSet", "nativelink-cas"), (DEPLOYMENT, "nativelink-scheduler")):
+        pod = mocks.one(typ, name).inputs["spec"]["template"]["spec"]
+        (main,) = pod["containers"]
+        security = main["securityContext"]
+        assert security["runAsNonRoot"] and security["runAsUser"] == security["runAsGroup"] == 65532, name
+        assert security["readOnlyRootFilesystem"] and security["capabilities"] == {"drop": ["ALL"]}, name
+        assert security["allowPrivilegeEscalation"] is False, name
+        assert {"name": "tmp", "mountPath": "/tmp"} in main["volumeMounts"], name
+        assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        assert pod["automountServiceAccountToken"] is False
+    worker = mocks.one(DEPLOYMENT, "nativelink-worker").inputs["spec"]["template"]["spec"]
+    (main,) = worker["containers"]
+    assert main["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"],
+    }
+    assert "NET_RAW" not in main["securityContext"]["capabilities"]["add"]
+
+
+def test_the_cas_server_owns_its_store_directories_before_it_starts(mocks: RecordingMocks) -> None:
+    """Earlier releases ran it as root, so an existing volume's directories are root's."""
+    settings = prod_settings()
+    build(mocks, settings, supplied_secrets())
+    pod = mocks.one("kubernetes:apps/v1:StatefulSet", "nativelink-cas").inputs["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == settings.versions.busybox
+    assert init["command"] == [
+        "find",
+        "/data/jfs",
+        "-maxdepth",
+        "3",
+        "-type",
+        "d",
+        "-exec",
+        "chown",
+        "65532:65532",
+        "{}",
+        "+",
     ]
-    assert [p["port"] for p in rule["ports"]] == [50061]
-    assert all(rule.get("ports") for rule in spec["ingress"]), "a rule without ports would admit every port"
+    assert init["volumeMounts"] == [{"name": "cas-data", "mountPath": layout.CSI_CAS_DATA.filesystem}]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
 
 
 def test_autoscaler_owns_the_worker_count_when_enabled(mocks: RecordingMocks) -> None:
@@ -766,3 +870,50 @@ def test_postgres_needs_the_committed_ca_bundle_before_any_resource() -> None:
         with pytest.raises(ConfigError) as error:
             prod_settings("postgres", aws={"rds": {"caBundleFile": bundle}})
         assert f"nativelink-juicefs:aws.rds.caBundleFile = {bundle!r}: {problem}" in str(error.value)
+
+
+# ---- NetworkPolicy enforcement on EKS
+
+GET_ADDON = "aws:eks/getAddon:getAddon"
+
+
+def test_network_policy_enforcement_is_checked_only_with_a_cluster_name(mocks: RecordingMocks) -> None:
+    build(mocks, prod_settings(), supplied_secrets())
+    assert GET_ADDON not in [token for token, _ in mocks.calls]
+
+
+def test_an_eks_cluster_that_enforces_network_policy_passes(mocks: RecordingMocks) -> None:
+    mocks.call_results[GET_ADDON] = {"configurationValues": json.dumps({"enableNetworkPolicy": "true"})}
+    build(mocks, prod_settings(aws={"eksClusterName": "builds"}), supplied_secrets())
+    (args,) = [args for token, args in mocks.calls if token == GET_ADDON]
+    assert (args["clusterName"], args["addonName"]) == ("builds", "vpc-cni")
+    assert mocks.of_type(NETWORK_POLICY)
+
+
+@pytest.mark.parametrize("values", [None, "{}", json.dumps({"enableNetworkPolicy": "false"}), "not json"])
+def test_an_eks_cluster_that_ignores_network_policy_is_refused(mocks: RecordingMocks, values: str | None) -> None:
+    if values is not None:
+        mocks.call_results[GET_ADDON] = {"configurationValues": values}
+    with pytest.raises(ConfigError) as error:
+        build(mocks, prod_settings(aws={"eksClusterName": "builds"}), supplied_secrets())
+    message = str(error.value)
+    assert message.startswith("nativelink-juicefs:aws.eksClusterName = 'builds': the vpc-cni add-on does not enforce")
+    assert "aws eks update-addon --cluster-name builds --addon-name vpc-cni" in message
+    assert not mocks.of_type(NETWORK_POLICY) and not mocks.of_type(BUCKET), "refused before the tier's resources"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"kubernetes": {"clientNamespaces": ["ci", "ci"]}}, "kubernetes.clientNamespaces"),
+        ({"kubernetes": {"clientCidrs": ["10.0.0.0/8", "10.0.0.0/8"]}}, "kubernetes.clientCidrs"),
+        ({"kubernetes": {"clientCidrs": ["10.0.0.1/8"]}}, "kubernetes.clientCidrs"),
+        ({"kubernetes": {"workerEgressCidrs": ["everything"]}}, "kubernetes.workerEgressCidrs"),
+        ({"kubernetes": {"clientNamespaces": ["CI"]}}, "kubernetes.clientNamespaces"),
+        ({"aws": {"eksClusterName": "-bad"}}, "aws.eksClusterName"),
+    ],
+)
+def test_bad_network_settings_are_refused(overrides: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        prod_settings(**overrides)
+    assert f"nativelink-juicefs:{key}" in str(error.value)

@@ -70,6 +70,8 @@ class Endpoints:
 
     cas_host: str
     scheduler_host: str
+    # Where workers reach the CAS server's listener for workers; the CAS server's host unless said otherwise.
+    worker_cas_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,8 @@ def _filesystem(paths: layout.StorePaths, max_bytes: int) -> FilesystemSpec:
     )
 
 
-def _remote_stores(settings: Settings, endpoints: Endpoints, port: int) -> list[NamedStore]:
-    address = f"grpc://{endpoints.cas_host}:{port}"
+def _remote_stores(settings: Settings, host: str, port: int) -> list[NamedStore]:
+    address = f"grpc://{host}:{port}"
     instance = settings.nativelink.instance_name
     return [
         NamedStore(
@@ -172,7 +174,7 @@ def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
     instance = settings.nativelink.instance_name
     return CasConfig(
         # The scheduler only reads the cache, as a client does.
-        stores=_remote_stores(settings, endpoints, layout.CAS_PORT),
+        stores=_remote_stores(settings, endpoints.cas_host, layout.CAS_PORT),
         schedulers=[
             NamedScheduler(
                 name=SCHEDULER, simple=SimpleSpec(supported_platform_properties=_supported_properties(settings))
@@ -224,7 +226,7 @@ def render_worker(settings: Settings, endpoints: Endpoints, cpus: int) -> CasCon
     return CasConfig(
         stores=[
             # Workers write action results: they use the CAS server's listener for workers.
-            *_remote_stores(settings, endpoints, layout.WORKER_CAS_PORT),
+            *_remote_stores(settings, endpoints.worker_cas_host or endpoints.cas_host, layout.WORKER_CAS_PORT),
             NamedStore(
                 name=WORKER_FAST_SLOW_STORE,
                 fast_slow=FastSlowSpec(
