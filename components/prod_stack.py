@@ -22,6 +22,7 @@ from components.aws.metadata_engine import (
 )
 from components.aws.network_policy_check import require_network_policy_enforcement
 from components.aws.object_store import S3ObjectStore
+from components.kubernetes.juicefs_admin import JuiceFsAdmin
 from components.kubernetes.juicefs_volume import CsiJuiceFsVolume, MountPodFiles, check_encryption_secrets
 from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster, create_namespace
 from components.settings import PROJECT, Settings
@@ -84,12 +85,24 @@ def build_prod_stack(
         block_storage=block_storage,
         opts=k8s_opts,
     )
+    admin = JuiceFsAdmin(
+        "juicefs-admin",
+        settings,
+        metadata=engine,
+        store=store,
+        block_storage=block_storage,
+        irsa=store.role_arn is not None,
+        mount_files=mount_files,
+        opts=k8s_opts,
+    )
     cluster: NativeLinkCluster = KubernetesNativeLinkCluster(
         "nativelink",
         settings,
         namespace=namespace,
         claim_name=volume.claim_name,
         block_storage=block_storage,
+        mount_ready=[admin.keys_forgotten],
+        s3_identity=store.identity,
         opts=k8s_opts,
     )
 

@@ -270,6 +270,9 @@ class JuiceFsSettings(_Model):
     cache_size: DataSize = "10gb"
     encrypt: bool = False
     encrypt_algo: Literal["aes256gcm-rsa", "chacha20-rsa"] = "aes256gcm-rsa"
+    # Prod: when the metadata is dumped into the bucket (cron, UTC), and for how long dumps are kept.
+    metadata_dump_schedule: str = Field("30 3 * * *", pattern=r"^\S+( \S+){4}$")
+    metadata_dump_retention_days: int = Field(14, ge=1, le=3650)
 
 
 class DockerPorts(_Model):
@@ -480,6 +483,8 @@ class KubernetesSettings(_Model):
     # An existing StorageClass of node-attached block volumes (the EBS CSI driver's), binding
     # WaitForFirstConsumer: each worker's disk and each JuiceFS mount pod's cache get a volume of it.
     block_storage_class: DnsSubdomain = "gp3"
+    # The metadata dump job's scratch volume (of block_storage_class): room for one compressed dump.
+    metadata_dump_volume_size: K8sQuantity = "20Gi"
     cas_resources: CasResources = CasResources()
     scheduler_resources: SchedulerResources = SchedulerResources()
     worker_resources: WorkerResources = WorkerResources()

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pulumi
 import pytest
 
+from components.juicefs.backup import dump_script
+from components.juicefs.commands import forget_stored_keys_script
 from components.nativelink import layout
 from components.settings import ConfigError, Settings, parse_settings
 from components.stack import StackSecrets
 from tests.graph import input_sources
-from tests.mocks import is_secret, plaintext_strings, reveal
+from tests.mocks import RecordingMocks, is_secret, plaintext_strings, reveal
 from tests.netpol import Address, Peer, Pod, Policies
-from tests.stacks import ROOT, TEST_CA_BUNDLE, build, merged, resolve_exports, stack_config, stack_settings
-
-if TYPE_CHECKING:
-    from tests.mocks import RecordingMocks
+from tests.stacks import ROOT, TEST_CA_BUNDLE, build, build_fresh, merged, resolve_exports, stack_config, stack_settings
 
 NODE_SG = "sg-0123456789abcdef0"
 
@@ -119,13 +118,16 @@ def test_buckets_are_encrypted_versioned_private_and_replicated(mocks: Recording
         (deny,) = statements(mocks.one("aws:s3/bucketPolicy:BucketPolicy", f"{bucket}-tls-only").inputs["policy"])
         assert deny["Effect"] == "Deny"
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        (lifecycle,) = mocks.one(
+        lifecycle, dumps = mocks.one(
             "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", f"{bucket}-lifecycle"
         ).inputs["rules"]
         assert lifecycle["status"] == "Enabled"
         assert lifecycle["noncurrentVersionExpiration"] == {
             "noncurrentDays": settings.aws.noncurrent_version_expiration_days
         }
+        # Metadata dumps expire in both regions (the replica bucket gets them by replication).
+        assert dumps["filter"] == {"prefix": "metadata-dumps/"}
+        assert dumps["expiration"] == {"days": settings.juicefs.metadata_dump_retention_days}
 
     replication = mocks.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "cas-store-replication")
     (rule,) = replication.inputs["rules"]
@@ -339,12 +341,15 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
     assert data["name"] == settings.juicefs.volume_name
     assert data["storage"] == "s3"
     assert data["bucket"] == f"https://{settings.juicefs.bucket_name}.s3.us-east-1.amazonaws.com"
-    assert data["access-key"] == "cas-store-access-key-id"
-    assert data["secret-key"] == "generated-cas-store-access-key-secret-key"
+    # The key reaches mount pods through their environment; `access-key`/`secret-key` would go to
+    # `juicefs format`, which stores them in the volume, where they outlive the key.
+    assert "access-key" not in data and "secret-key" not in data
     assert data["encrypt_rsa_key"] == SUPPLIED_RSA_KEY
     assert data["format-options"] == "trash-days=1,block-size=4096,compress=lz4,encrypt-algo=aes256gcm-rsa"
     envs = json.loads(data["envs"])
-    assert set(envs) == {"META_PASSWORD", "JFS_RSA_PASSPHRASE"}
+    assert set(envs) == {"META_PASSWORD", "JFS_RSA_PASSPHRASE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert envs["AWS_ACCESS_KEY_ID"] == "cas-store-access-key-id"
+    assert envs["AWS_SECRET_ACCESS_KEY"] == "generated-cas-store-access-key-secret-key"
     assert envs["JFS_RSA_PASSPHRASE"] == SUPPLIED_PASSPHRASE
     assert envs["META_PASSWORD"] not in data["metaurl"], "the password travels in META_PASSWORD, never in the URL"
 
@@ -917,3 +922,86 @@ def test_bad_network_settings_are_refused(overrides: dict[str, Any], key: str) -
     with pytest.raises(ConfigError) as error:
         prod_settings(**overrides)
     assert f"nativelink-juicefs:{key}" in str(error.value)
+
+
+# ---- JuiceFS administration: stored keys, metadata dumps
+
+IRSA: dict[str, Any] = {
+    "aws": {
+        "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EX",
+        "oidcProviderUrl": "oidc.eks.us-east-1.amazonaws.com/id/EX",
+    }
+}
+JOB = "kubernetes:batch/v1:Job"
+CRON_JOB = "kubernetes:batch/v1:CronJob"
+
+
+def admin_pod(mocks: RecordingMocks, typ: str, name: str) -> dict[str, Any]:
+    spec = mocks.one(typ, name).inputs["spec"]
+    template = spec["jobTemplate"]["spec"]["template"] if typ == CRON_JOB else spec["template"]
+    return dict(template["spec"])
+
+
+def test_switching_to_irsa_forgets_stored_keys_before_the_cas_server_mounts(mocks: RecordingMocks) -> None:
+    """Keys an earlier release stored win over IRSA; once Pulumi deletes the IAM user's key, S3 says 403."""
+    build(mocks, prod_settings(), supplied_secrets())
+    user_identity = mocks.one("kubernetes:apps/v1:StatefulSet", "nativelink-cas").inputs["spec"]["template"]
+    job = mocks.one(JOB, "juicefs-admin-forget-stored-keys")
+    pod = admin_pod(mocks, JOB, "juicefs-admin-forget-stored-keys")
+    (container,) = pod["containers"]
+    assert container["command"] == ["/bin/sh", "-c", forget_stored_keys_script()]
+    assert container["envFrom"] == [{"secretRef": {"name": "juicefs-nativelink-admin"}}]
+    admin = reveal(mocks.one(SECRET, "juicefs-admin-secret").inputs["stringData"])
+    assert set(admin) == {"META_URL", "META_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+    cas = mocks.named("nativelink-cas")
+    assert job.resource in cas.depends_on
+
+    irsa = build_fresh(prod_settings(aws=IRSA["aws"]), supplied_secrets())
+    pod = admin_pod(irsa, JOB, "juicefs-admin-forget-stored-keys")
+    assert pod["serviceAccountName"] == "juicefs-mount-nativelink" and pod["automountServiceAccountToken"] is True
+    assert set(reveal(irsa.one(SECRET, "juicefs-admin-secret").inputs["stringData"])) == {"META_URL", "META_PASSWORD"}
+    # The CAS server rolls, so its mount pod starts with the new identity before the old key is deleted.
+    annotation = "nativelink-juicefs/s3-identity"
+    before = user_identity["metadata"]["annotations"][annotation]
+    after = irsa.one("kubernetes:apps/v1:StatefulSet", "nativelink-cas").inputs["spec"]["template"]
+    assert before.startswith("key:") and "cas-store-access-key-id" not in before
+    assert after["metadata"]["annotations"][annotation] == "irsa:arn:aws:mock:::cas-store-access-irsa"
+    assert not is_secret(before)
+
+
+def test_metadata_is_dumped_into_the_replicated_bucket_on_schedule(mocks: RecordingMocks, engine: str) -> None:
+    settings = prod_settings(engine)
+    build(mocks, settings, supplied_secrets())
+    cron = mocks.one(CRON_JOB, "juicefs-admin-metadata-dump").inputs
+    assert cron["metadata"]["namespace"] == "kube-system"
+    assert cron["spec"]["schedule"] == settings.juicefs.metadata_dump_schedule == "30 3 * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = admin_pod(mocks, CRON_JOB, "juicefs-admin-metadata-dump")
+    (container,) = pod["containers"]
+    destination = f"s3://{settings.juicefs.bucket_name}.s3.us-east-1.amazonaws.com/metadata-dumps/"
+    assert container["command"] == ["/bin/sh", "-c", dump_script(destination)]
+    assert container["image"] == settings.versions.juicefs
+    (dumps,) = [volume for volume in pod["volumes"] if volume["name"] == "dumps"]
+    claim = dumps["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["storageClassName"] == "gp3"
+    assert claim["resources"] == {"requests": {"storage": settings.kubernetes.metadata_dump_volume_size}}
+    assert {"name": "dumps", "mountPath": "/dumps"} in container["volumeMounts"]
+    ca_mounts = [mount for mount in container["volumeMounts"] if mount["name"] == "rds-ca"]
+    assert ca_mounts == (
+        [{"name": "rds-ca", "mountPath": "/etc/juicefs/rds-ca", "readOnly": True}] if engine == "postgres" else []
+    )
+
+
+def test_rds_backups_are_replicated_to_the_second_region(mocks: RecordingMocks) -> None:
+    settings = prod_settings("postgres")
+    assert settings.aws is not None
+    build(mocks, settings, supplied_secrets())
+    replication = mocks.one(
+        "aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication", "metadata-backups-replica"
+    )
+    assert replication.inputs["region"] == settings.aws.replica_region
+    assert replication.inputs["sourceDbInstanceArn"] == "arn:aws:mock:::metadata-postgres"
+    assert replication.inputs["kmsKeyId"] == "arn:aws:mock:::metadata-replica-key"
+    assert replication.inputs["retentionPeriod"] == settings.aws.rds.backup_retention_days
+    assert mocks.one(KMS_KEY, "metadata-replica-key").inputs["region"] == "us-west-2"

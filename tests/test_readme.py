@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shlex
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from components.juicefs.backup import restore_commands, s3_dump_destination
 from components.nativelink import layout
 from components.nativelink.render import SCHEDULER
 from components.settings import Settings
@@ -105,3 +107,12 @@ def test_the_drain_command_reaches_the_rendered_admin_endpoint() -> None:
     # NativeLink's admin route is keyed by scheduler name (v1.6.6 src/bin/nativelink.rs, set_drain_worker).
     route = f"http://127.0.0.1:{layout.ADMIN_PORT}{layout.ADMIN_PATH}/scheduler/{SCHEDULER}/set_drain_worker/"
     assert route in README
+
+
+def test_the_restore_procedure_is_the_tested_one() -> None:
+    """The README's restore commands are the ones tests/realtools/test_metadata_backup.py runs."""
+    placeholder = "META_URL_PLACEHOLDER"
+    dump_url = f"{s3_dump_destination('BUCKET', 'REGION')}DUMP"
+    for command in restore_commands(placeholder, dump_url):
+        line = shlex.join(command).replace(placeholder, '"$META_URL"')
+        assert f"\n{line}\n" in README, line

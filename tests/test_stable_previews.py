@@ -66,8 +66,14 @@ ONE_SETTING = [
     ),
     # The CSI driver's config carries the client image, and the CAS server rolls so its mount pod is
     # recreated with it. The StorageClass stays put: the provisioner copies its parameters into the PV
-    # once, so an image there would pin the CAS volume to the first release for good.
-    pytest.param("prod", {"versions": NEXT_JUICEFS}, {"juicefs-csi-driver", "nativelink-cas"}, id="prod-juicefs"),
+    # once, so an image there would pin the CAS volume to the first release for good. The admin runs
+    # take the new client too (the stored-keys Job runs again; it changes nothing a second time).
+    pytest.param(
+        "prod",
+        {"versions": NEXT_JUICEFS},
+        {"juicefs-csi-driver", "nativelink-cas", "juicefs-admin-forget-stored-keys", "juicefs-admin-metadata-dump"},
+        id="prod-juicefs",
+    ),
     # A new mount container reaches the running CAS server by propagation: nothing else is replaced.
     pytest.param(
         "dev",

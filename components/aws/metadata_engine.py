@@ -235,6 +235,24 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
 
+        # Automated backups (snapshots and transaction logs) also in the replica region, so a regional
+        # outage leaves a point-in-time restore there; encrypted with a key of that region.
+        replica_key = kms_key(
+            f"{name}-replica-key",
+            "RDS backup replicas of JuiceFS metadata",
+            aws_settings.replica_region,
+            aws_settings,
+            self,
+        )
+        aws.rds.InstanceAutomatedBackupsReplication(
+            f"{name}-backups-replica",
+            source_db_instance_arn=instance.arn,
+            kms_key_id=replica_key.arn,
+            retention_period=rds.backup_retention_days,
+            region=aws_settings.replica_region,
+            opts=child,
+        )
+
         self.address = instance.address
         ca_path = f"{RDS_CA_DIR}/{RDS_CA_FILE}"
         self.meta_url = pulumi.Output.secret(

@@ -8,6 +8,7 @@ usable for disaster recovery.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +18,7 @@ import pulumi_aws as aws
 
 from components.aws.common import kms_key, policy_json, require_aws_settings, service_trust_policy
 from components.aws.juicefs_access import JuiceFsS3Access
+from components.juicefs.backup import DUMP_PREFIX
 from components.juicefs.commands import StorageType, s3_bucket_url
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ class HardenedBucket:
 
 
 def _hardened_bucket(
-    name: str, bucket_name: str, region: str, aws_settings: AwsSettings, parent: pulumi.Resource
+    name: str, bucket_name: str, region: str, settings: Settings, aws_settings: AwsSettings, parent: pulumi.Resource
 ) -> HardenedBucket:
     """A bucket with its own KMS key, versioning, no public access, TLS-only policy and version expiry."""
     key = kms_key(f"{name}-key", f"S3 SSE-KMS for {bucket_name}", region, aws_settings, parent)
@@ -117,7 +119,14 @@ def _hardened_bucket(
                 # Delete markers left alone once their versions expire.
                 "expiration": {"expired_object_delete_marker": True},
                 "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
-            }
+            },
+            # Metadata dumps (components.juicefs.backup) age out; their noncurrent versions then go by the rule above.
+            {
+                "id": "expire-metadata-dumps",
+                "status": "Enabled",
+                "filter": {"prefix": f"{DUMP_PREFIX}/"},
+                "expiration": {"days": settings.juicefs.metadata_dump_retention_days},
+            },
         ],
         depends_on=[versioning],
     )
@@ -177,6 +186,17 @@ def require_replica_bucket_name(settings: Settings) -> str:
     return name
 
 
+def s3_identity(access: JuiceFsS3Access) -> pulumi.Output[str]:
+    """Which identity JuiceFS reaches S3 with, naming no secret: the IRSA role, or a digest of the key id."""
+    if access.role_arn is not None:
+        return pulumi.Output.concat("irsa:", access.role_arn)
+    digest = pulumi.Output.from_input(access.access_key).apply(
+        lambda key: "key:" + hashlib.sha256((key or "").encode()).hexdigest()[:16]
+    )
+    # A 64-bit digest of an access key id reveals nothing; kept secret it would hide the pod template's diff.
+    return pulumi.Output.unsecret(digest)
+
+
 class S3ObjectStore(pulumi.ComponentResource):
     """The JuiceFS object store on AWS (ObjectStore protocol)."""
 
@@ -188,15 +208,18 @@ class S3ObjectStore(pulumi.ComponentResource):
     replica_bucket_name: pulumi.Output[str]
     # Set on the IRSA path.
     role_arn: pulumi.Output[str] | None
+    identity: pulumi.Output[str]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:storage:S3ObjectStore", name, None, opts)
         aws_settings = require_aws_settings(settings, "S3ObjectStore")
         region, replica_region = aws_settings.region, aws_settings.replica_region
 
-        primary = _hardened_bucket(f"{name}-primary", settings.juicefs.bucket_name, region, aws_settings, self)
+        primary = _hardened_bucket(
+            f"{name}-primary", settings.juicefs.bucket_name, region, settings, aws_settings, self
+        )
         replica = _hardened_bucket(
-            f"{name}-replica", require_replica_bucket_name(settings), replica_region, aws_settings, self
+            f"{name}-replica", require_replica_bucket_name(settings), replica_region, settings, aws_settings, self
         )
 
         role = aws.iam.Role(
@@ -252,6 +275,7 @@ class S3ObjectStore(pulumi.ComponentResource):
         self.access_key = access.access_key
         self.secret_key = access.secret_key
         self.role_arn = access.role_arn
+        self.identity = s3_identity(access)
         self.register_outputs(
             {
                 "bucketUrl": self.bucket_url,

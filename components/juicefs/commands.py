@@ -18,8 +18,6 @@ class SecretEnv:
     """Environment variables through which the `juicefs` client takes its secrets."""
 
     META_PASSWORD = "META_PASSWORD"
-    ACCESS_KEY = "ACCESS_KEY"
-    SECRET_KEY = "SECRET_KEY"
     RSA_PASSPHRASE = "JFS_RSA_PASSPHRASE"
 
 
@@ -155,6 +153,32 @@ def status_args(meta_url: str) -> list[str]:
 def forget_stored_keys_args(meta_url: str) -> list[str]:
     """`juicefs config` that empties the stored object-store keys, so the client reads CREDENTIAL_ENVS."""
     return ["juicefs", "config", meta_url, "--access-key", "", "--secret-key", ""]
+
+
+def forget_stored_keys_script(meta_url_env: str = "META_URL") -> str:
+    """Empty the keys an earlier format stored, once, so the client uses the identity it runs with.
+
+    Stored keys win over the environment and IRSA alike (pkg/object/s3.go:617-622 uses them whenever
+    set), so a volume formatted with an IAM user's key breaks when that key is deleted. An unformatted
+    volume has nothing stored; any other failure (metadata unreachable) fails the run.
+    """
+    meta = f'"${meta_url_env}"'
+    forget = shlex.join(forget_stored_keys_args("META")).replace("META", meta, 1)
+    return "\n".join(
+        [
+            "set -eu",
+            f"if ! status=$(juicefs status {meta} 2>&1); then",
+            '  case "$status" in *"not formatted"*) echo "volume not formatted yet: no stored keys"; exit 0;; esac',
+            '  printf "%s\\n" "$status" | tail -n 20 >&2',
+            "  exit 1",
+            "fi",
+            'case "$status" in',
+            # Its stdout would print the old access key.
+            f'  *\'"AccessKey"\'*) {forget} >/dev/null && echo "stored object-store keys removed";;',
+            '  *) echo "no stored object-store keys";;',
+            "esac",
+        ]
+    )
 
 
 FORMAT_TIMEOUT_S = 300

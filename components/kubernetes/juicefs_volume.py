@@ -29,7 +29,7 @@ import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
 from components.aws.juicefs_access import MOUNT_SERVICE_ACCOUNT
-from components.juicefs.commands import SecretEnv
+from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv
 from components.settings import ConfigError, JuiceFsSettings, Settings, size_bytes
 
 if TYPE_CHECKING:
@@ -263,6 +263,12 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
         envs: dict[str, pulumi.Input[str]] = {SecretEnv.META_PASSWORD: metadata.meta_password}
         if passphrase is not None:
             envs[SecretEnv.RSA_PASSPHRASE] = passphrase
+        if store.access_key is not None and store.secret_key is not None:
+            # In the mount pod's environment, never `access-key`/`secret-key`: those the driver passes to
+            # `juicefs format`, which stores them in the volume, where they would outlive the key.
+            access, secret_env = CREDENTIAL_ENVS["s3"]
+            envs[access] = store.access_key
+            envs[secret_env] = store.secret_key
         data: dict[str, pulumi.Input[str]] = {
             "name": settings.juicefs.volume_name,
             "metaurl": metadata.meta_url,
@@ -273,9 +279,6 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             ),
             "format-options": format_options(settings.juicefs),
         }
-        if store.access_key is not None and store.secret_key is not None:
-            data["access-key"] = store.access_key
-            data["secret-key"] = store.secret_key
         if rsa_key is not None:
             data["encrypt_rsa_key"] = rsa_key
         if configs:

@@ -17,6 +17,7 @@ NetworkPolicies in network_policies.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -46,6 +47,10 @@ SERVING_PRIORITY = 1_000_000
 # On the CAS pod: the JuiceFS client its mount pod runs. A mount pod keeps its image for life and is
 # recreated only with the pods using it, so a new client rolls the CAS server.
 MOUNT_IMAGE_ANNOTATION = "nativelink-juicefs/mount-image"
+# On the CAS pod: the identity its mount pod reaches S3 with (the IRSA role, or a digest of the key id).
+# A mount pod keeps the credentials it started with, so a new identity rolls the CAS server, before the
+# old one is removed (Pulumi deletes what it replaces last).
+S3_IDENTITY_ANNOTATION = "nativelink-juicefs/s3-identity"
 # Pod Security Admission: workers run build actions as root, which `restricted` forbids; the rest would pass it.
 POD_SECURITY_LABELS = {
     "pod-security.kubernetes.io/enforce": "baseline",
@@ -91,6 +96,8 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         namespace: k8s.core.v1.Namespace,
         claim_name: pulumi.Input[str],
         block_storage: pulumi.Resource,
+        mount_ready: Sequence[pulumi.Resource] = (),
+        s3_identity: pulumi.Input[str] = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:cluster:KubernetesCluster", name, None, opts)
@@ -103,7 +110,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         configs = render_cluster(settings, cluster_endpoints(ns), cas_data=layout.CSI_CAS_DATA, worker_cpus=worker_cpus)
 
         serving = self._serving_priority_class()
-        self._cas_server(configs, claim_name, serving)
+        self._cas_server(configs, claim_name, serving, mount_ready, s3_identity)
         self._scheduler(configs, serving)
         self._workers(configs, block_storage)
         self._network_policies()
@@ -169,7 +176,12 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
     # ---- roles
 
     def _cas_server(
-        self, configs: ClusterConfigs, claim_name: pulumi.Input[str], serving: k8s.scheduling.v1.PriorityClass
+        self,
+        configs: ClusterConfigs,
+        claim_name: pulumi.Input[str],
+        serving: k8s.scheduling.v1.PriorityClass,
+        mount_ready: Sequence[pulumi.Resource],
+        s3_identity: pulumi.Input[str],
     ) -> None:
         settings = self._settings
         text = configs.cas_server.to_json()
@@ -219,7 +231,9 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
                 "update_strategy": {"type": "RollingUpdate"},
                 "template": {
                     "metadata": pods.template_metadata(
-                        "cas", text, {MOUNT_IMAGE_ANNOTATION: settings.versions.juicefs}
+                        "cas",
+                        text,
+                        {MOUNT_IMAGE_ANNOTATION: settings.versions.juicefs, S3_IDENTITY_ANNOTATION: s3_identity},
                     ),
                     "spec": pods.pod_spec(
                         settings,
@@ -234,7 +248,11 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             # pulumi-kubernetes waits 10 minutes for a rollout unless told otherwise; the startup probe
             # gives the store scan up to 30.
             opts=self._child(
-                pods.await_probes(pods.CAS_STARTUP_FAILURES, settings.kubernetes.termination_grace_period_s)
+                pulumi.ResourceOptions.merge(
+                    # A mount must never read object-store keys an earlier release stored.
+                    pulumi.ResourceOptions(depends_on=list(mount_ready)),
+                    pods.await_probes(pods.CAS_STARTUP_FAILURES, settings.kubernetes.termination_grace_period_s),
+                )
             ),
         )
         self._disruption_budget("cas")

@@ -41,7 +41,7 @@ def config_checksum(config: str) -> str:
     return hashlib.sha256(config.encode()).hexdigest()
 
 
-def template_metadata(component: str, config: str, extra: dict[str, str] | None = None) -> Any:
+def template_metadata(component: str, config: str, extra: dict[str, pulumi.Input[str]] | None = None) -> Any:
     """Pod labels, and the config's checksum: a changed config rolls the pods."""
     return {"labels": labels(component), "annotations": {CHECKSUM_ANNOTATION: config_checksum(config), **(extra or {})}}
 

@@ -29,6 +29,7 @@ from .servers import (
     fuse_available,
     juicefs_binary,
 )
+from .sync_volume import SyncVolume, format_sync_volume
 
 S = TypeVar("S", bound=ManagedServer)
 
@@ -135,3 +136,9 @@ def pid_namespaces() -> None:
     ok, reason = pid_namespaces_available()
     if not ok:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def sync_volume(redis_server: RedisServer, s3_gateway: S3Gateway, tmp_path: Path) -> SyncVolume:
+    """A formatted volume of its own (Redis database, bucket), reached through `juicefs sync`."""
+    return format_sync_volume(redis_server, s3_gateway, tmp_path)

@@ -110,13 +110,11 @@ class ProdVolume:
 
     def env(self, passphrase: str | None = "") -> dict[str, str]:
         """Secrets for juicefs; ``passphrase=None`` leaves the RSA passphrase out, ``""`` uses the right one."""
-        # ACCESS_KEY/SECRET_KEY for the format (which stores them, as the CSI driver's does); the mount
-        # script removes stored keys, after which the client reads the standard credential variables.
+        # The key only in the standard credential variables, as the CSI Secret's envs give it: nothing is
+        # stored in the volume.
         access, secret = CREDENTIAL_ENVS["s3"]
         env = {
             SecretEnv.META_PASSWORD: self.meta_password,
-            SecretEnv.ACCESS_KEY: self.gateway.access_key,
-            SecretEnv.SECRET_KEY: self.gateway.secret_key,
             access: self.gateway.access_key,
             secret: self.gateway.secret_key,
         }

@@ -1,0 +1,76 @@
+"""A JuiceFS volume on Redis and the S3 gateway, reached without FUSE through `juicefs sync` (`jfs://`).
+
+Object-store keys live only in the environment, as prod passes them to its pods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import subprocess
+from pathlib import Path
+
+from components.juicefs.backup import DUMP_PREFIX
+from components.juicefs.commands import CREDENTIAL_ENVS, FormatOptions, format_args
+from tests.stacks import stack_settings
+
+from .servers import RedisServer, S3Gateway, describe, juicefs_binary, juicefs_env, run_juicefs
+
+TIMEOUT = 120.0
+# jfs:// URLs name an environment variable that holds the metadata URL.
+SOURCE_META_ENV = "SOURCE_META"
+RESTORED_META_ENV = "RESTORED_META"
+
+
+class SyncVolume:
+    def __init__(self, redis: RedisServer, gateway: S3Gateway, tmp: Path) -> None:
+        self.redis, self.gateway, self.tmp = redis, gateway, tmp
+        self.meta_url = redis.meta_url()
+        self.bucket = f"backup-{secrets.token_hex(4)}"
+        self.settings = stack_settings("prod").juicefs
+        access, secret = CREDENTIAL_ENVS["s3"]
+        self.env = {
+            **redis.env(),
+            access: gateway.access_key,
+            secret: gateway.secret_key,
+            "AWS_REGION": "us-east-1",
+            SOURCE_META_ENV: self.meta_url,
+        }
+
+    @property
+    def s3_prefix_url(self) -> str:
+        """The dump prefix as `juicefs sync` addresses a path-style endpoint (plain HTTP here)."""
+        return f"s3://{self.gateway.host}:{self.gateway.port}/{self.bucket}/{DUMP_PREFIX}/"
+
+    def run(self, args: list[str], cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        command = [str(juicefs_binary()), *args[1:]] if args[0] == "juicefs" else args
+        return subprocess.run(
+            command,
+            env=juicefs_env({**self.env, **env}),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+
+    def put_files(self, source: Path) -> None:
+        result = self.run(["juicefs", "sync", f"{source}/", f"jfs://{SOURCE_META_ENV}/nativelink/"])
+        assert result.returncode == 0, describe(result)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def format_sync_volume(redis: RedisServer, gateway: S3Gateway, tmp: Path) -> SyncVolume:
+    volume = SyncVolume(redis, gateway, tmp)
+    bucket_url = f"{gateway.endpoint}/{volume.bucket}"
+    options = FormatOptions.from_settings(volume.settings.model_copy(update={"encrypt": False}), "s3", bucket_url, None)
+    formatted = run_juicefs(format_args(options, volume.meta_url)[1:], volume.env, timeout=TIMEOUT)
+    assert formatted.returncode == 0, describe(formatted)
+    return volume
