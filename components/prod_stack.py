@@ -121,7 +121,8 @@ def build_prod_stack(
             "encrypted": settings.juicefs.encrypt,
         },
     }
-    if volume.generated_rsa_key is not None:
+    if volume.generated_key is not None:
         # Needed to restore JuiceFS's encrypted metadata backups; `pulumi stack output --show-secrets`.
-        outputs["juicefsRsaKey"] = pulumi.Output.secret(volume.generated_rsa_key)
+        outputs["juicefsRsaKey"] = volume.generated_key.plain_pem
+        outputs["juicefsRsaPassphrase"] = pulumi.Output.secret(volume.generated_key.passphrase)
     return outputs

@@ -98,6 +98,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         """Outputs a real provider would compute."""
         if args.typ == "random:index/randomPassword:RandomPassword":
             return {"result": f"generated-{args.name}-password"}
+        if args.typ == "command:local:Command" and args.inputs.get("create", "").startswith("openssl pkcs8"):
+            # What the key-protecting command prints: the key, encrypted (see tests/realtools for the real run).
+            return {
+                "stdout": "-----BEGIN ENCRYPTED PRIVATE KEY-----generated-protected-----END ENCRYPTED PRIVATE KEY-----"
+            }
         if args.typ == "tls:index/privateKey:PrivateKey":
             return {"privateKeyPem": f"-----BEGIN RSA PRIVATE KEY-----{args.name}-----END RSA PRIVATE KEY-----"}
         if args.typ == "docker:index/remoteImage:RemoteImage":

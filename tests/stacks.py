@@ -80,13 +80,23 @@ def build(
     return exports
 
 
-def build_fresh(settings: Settings, secrets: StackSecrets | None = None) -> RecordingMocks:
-    """Build the stack once more in the same test, on a fresh root stack and fresh mocks."""
+def _fresh_mocks() -> RecordingMocks:
     pulumi.runtime.reset_options()
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="nativelink-juicefs", stack="test", preview=False)
+    return mocks
+
+
+def build_fresh(settings: Settings, secrets: StackSecrets | None = None) -> RecordingMocks:
+    """Build the stack once more in the same test, on a fresh root stack and fresh mocks."""
+    mocks = _fresh_mocks()
     build(mocks, settings, secrets)
     return mocks
+
+
+def fresh_exports(settings: Settings, secrets: StackSecrets | None = None) -> dict[str, pulumi.Output[Any]]:
+    """The outputs of the stack built once more in the same test (see build_fresh)."""
+    return build(_fresh_mocks(), settings, secrets)
 
 
 def resolve_exports(exports: Mapping[str, pulumi.Output[Any]]) -> dict[str, tuple[bool, Any]]:

@@ -11,6 +11,7 @@ import pytest
 
 from components.juicefs.backup import dump_script
 from components.juicefs.commands import forget_stored_keys_script
+from components.juicefs.encryption_key import ENCRYPT_KEY_COMMAND
 from components.nativelink import layout
 from components.settings import ConfigError, Settings, parse_settings
 from components.stack import StackSecrets
@@ -387,17 +388,41 @@ def test_the_claim_outlives_a_replaced_secret_or_storage_class(mocks: RecordingM
     assert {dep._name for dep in claim.depends_on} >= {"juicefs-storage-class", "juicefs-credentials"}
 
 
-def test_generated_key_has_no_passphrase_and_is_exported_as_secret(mocks: RecordingMocks) -> None:
+def test_generated_key_is_passphrase_protected_and_exported_as_secret(mocks: RecordingMocks) -> None:
+    """Whoever reads the metadata (which keeps a copy of the PEM) and the bucket must not be able to decrypt."""
     exports = resolve_exports(build(mocks, prod_settings(), supplied_secrets(**GENERATED_KEY)))
     key = mocks.one("tls:index/privateKey:PrivateKey", "juicefs-rsa-key")
     assert (key.inputs["algorithm"], key.inputs["rsaBits"]) == ("RSA", 2048)
-    assert key.protect
+    passphrase = mocks.one("random:index/randomPassword:RandomPassword", "juicefs-rsa-passphrase")
+    assert key.protect and passphrase.protect
+    assert passphrase.inputs["length"] >= 32
+    protect = mocks.one("command:local:Command", "juicefs-rsa-key-protected")
+    assert protect.inputs["create"] == ENCRYPT_KEY_COMMAND
+    # Key on stdin, passphrase in the environment, nothing logged.
+    assert (
+        reveal(protect.inputs["stdin"]) == "-----BEGIN RSA PRIVATE KEY-----juicefs-rsa-key-----END RSA PRIVATE KEY-----"
+    )
+    assert reveal(protect.inputs["environment"]) == {"JFS_RSA_PASSPHRASE": "generated-juicefs-rsa-passphrase-password"}
+    assert protect.inputs["logging"] == "none"
+    assert protect.opts is not None and "stdout" in (protect.opts.additional_secret_outputs or [])
+
     data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
-    assert data["encrypt_rsa_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
-    assert "JFS_RSA_PASSPHRASE" not in json.loads(data["envs"])
-    secret, value = exports["juicefsRsaKey"]
-    assert secret
-    assert value == data["encrypt_rsa_key"]
+    assert data["encrypt_rsa_key"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert json.loads(data["envs"])["JFS_RSA_PASSPHRASE"] == "generated-juicefs-rsa-passphrase-password"
+    for output, value in (
+        ("juicefsRsaKey", "-----BEGIN RSA PRIVATE KEY-----juicefs-rsa-key-----END RSA PRIVATE KEY-----"),
+        ("juicefsRsaPassphrase", "generated-juicefs-rsa-passphrase-password"),
+    ):
+        assert exports[output] == (True, value), output
+
+
+def test_a_passphrase_alone_protects_the_generated_key(mocks: RecordingMocks) -> None:
+    build(mocks, prod_settings(), supplied_secrets(juicefs_rsa_key=None))
+    assert not mocks.of_type("random:index/randomPassword:RandomPassword")[2:], "no generated passphrase"
+    protect = mocks.one("command:local:Command", "juicefs-rsa-key-protected")
+    assert reveal(protect.inputs["environment"]) == {"JFS_RSA_PASSPHRASE": SUPPLIED_PASSPHRASE}
+    data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
+    assert json.loads(data["envs"])["JFS_RSA_PASSPHRASE"] == SUPPLIED_PASSPHRASE
 
 
 # ---- NativeLink on Kubernetes
@@ -846,10 +871,9 @@ def test_public_bucket_override_lifts_the_block(mocks: RecordingMocks) -> None:
     ("changes", "key"),
     [
         ({"juicefs_passphrase": None}, "juicefsPassphrase"),
-        ({"juicefs_rsa_key": None}, "juicefsPassphrase"),
     ],
 )
-def test_key_and_passphrase_must_come_together(mocks: RecordingMocks, changes: dict[str, None], key: str) -> None:
+def test_a_supplied_key_needs_its_passphrase(mocks: RecordingMocks, changes: dict[str, None], key: str) -> None:
     with pytest.raises(ConfigError) as error:
         build(mocks, prod_settings(), supplied_secrets(**changes))
     assert key in str(error.value)

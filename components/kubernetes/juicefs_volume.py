@@ -8,13 +8,10 @@ Encryption key (juicefs.encrypt):
 * `juicefsRsaKey` supplied: it must be a passphrase-protected PEM (`openssl genrsa -aes256 ...`)
   and `juicefsPassphrase` must be set; the mount pods get JFS_RSA_PASSPHRASE. JuiceFS copies the
   still-encrypted PEM into the metadata engine, so reading the metadata alone cannot decrypt data.
-* not supplied: the program generates an RSA-2048 key with pulumi-tls. pulumi-tls only emits
-  unencrypted PEM and re-encrypting it inside the program is not deterministic (random salt and
-  IV would change the Secret on every run), so this key has no passphrase and JFS_RSA_PASSPHRASE
-  stays unset (JuiceFS ignores a passphrase for a plain PEM). The objects in S3 are still
-  encrypted, but the key sits, merely obfuscated, in the metadata engine: whoever can read both
-  the metadata and the bucket can decrypt. Supply a protected key where that matters.
-The key chosen at the first format is permanent; JuiceFS ignores a different key later.
+* not supplied: the program generates an RSA-2048 key and protects it with `juicefsPassphrase`, or
+  with a generated passphrase (components.juicefs.encryption_key); the same holds.
+The key chosen at the first format is permanent; JuiceFS ignores a different key later, so a volume
+first formatted with an unprotected key (releases before this one) keeps it.
 """
 
 from __future__ import annotations
@@ -26,10 +23,10 @@ from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_tls as tls
 
 from components.aws.juicefs_access import MOUNT_SERVICE_ACCOUNT
 from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv
+from components.juicefs.encryption_key import GeneratedKey, generate_protected_key
 from components.settings import ConfigError, JuiceFsSettings, Settings, size_bytes
 
 if TYPE_CHECKING:
@@ -67,11 +64,6 @@ def check_encryption_secrets(settings: Settings, secrets: StackSecrets) -> None:
         raise ConfigError(
             "nativelink-juicefs:juicefsPassphrase: missing; a supplied juicefsRsaKey must be "
             "passphrase-protected, set the passphrase with `pulumi config set --secret juicefsPassphrase`"
-        )
-    if secrets.juicefs_rsa_key is None and secrets.juicefs_passphrase is not None:
-        raise ConfigError(
-            "nativelink-juicefs:juicefsPassphrase: set without juicefsRsaKey; the generated key cannot be "
-            "passphrase-protected. Supply an encrypted PEM as juicefsRsaKey, or remove juicefsPassphrase"
         )
 
 
@@ -170,8 +162,9 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
     storage_class_name: pulumi.Output[str]
     claim_name: pulumi.Output[str]
     secret_name: pulumi.Output[str]
-    # The generated key (secret), exported for restoring encrypted metadata backups; None if supplied or off.
-    generated_rsa_key: pulumi.Output[str] | None
+    # The generated key and passphrase (secrets), exported for restoring JuiceFS's encrypted backups;
+    # None if supplied or off.
+    generated_key: GeneratedKey | None
 
     def __init__(
         self,
@@ -242,7 +235,7 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             parameters["juicefs/mount-service-account"] = MOUNT_SERVICE_ACCOUNT
             uses.append(account)
 
-        self.generated_rsa_key = None
+        self.generated_key = None
         rsa_key: pulumi.Output[str] | None = None
         passphrase: pulumi.Output[str] | None = None
         if settings.juicefs.encrypt:
@@ -250,15 +243,8 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
                 rsa_key = pulumi.Output.secret(secrets.juicefs_rsa_key.apply(_require_encrypted_pem))
                 passphrase = secrets.juicefs_passphrase
             else:
-                key = tls.PrivateKey(
-                    f"{name}-rsa-key",
-                    algorithm="RSA",
-                    rsa_bits=2048,
-                    # Losing it loses every encrypted metadata backup; the volume itself keeps a copy.
-                    opts=pulumi.ResourceOptions(parent=self, protect=True),
-                )
-                rsa_key = pulumi.Output.secret(key.private_key_pem)
-                self.generated_rsa_key = rsa_key
+                self.generated_key = generate_protected_key(name, self, secrets.juicefs_passphrase)
+                rsa_key, passphrase = self.generated_key.protected_pem, self.generated_key.passphrase
 
         envs: dict[str, pulumi.Input[str]] = {SecretEnv.META_PASSWORD: metadata.meta_password}
         if passphrase is not None:
