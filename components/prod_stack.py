@@ -28,7 +28,6 @@ from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster
 from components.settings import PROJECT, Settings
 
 if TYPE_CHECKING:
-    from components.interfaces import NativeLinkCluster
     from components.stack import StackSecrets
 
 
@@ -85,24 +84,25 @@ def build_prod_stack(
         block_storage=block_storage,
         opts=k8s_opts,
     )
-    admin = JuiceFsAdmin(
+    cluster = KubernetesNativeLinkCluster(
+        "nativelink",
+        settings,
+        namespace=namespace,
+        claim_name=volume.claim_name,
+        block_storage=block_storage,
+        s3_identity=store.identity,
+        opts=k8s_opts,
+    )
+    JuiceFsAdmin(
         "juicefs-admin",
         settings,
         metadata=engine,
         store=store,
         block_storage=block_storage,
         irsa=store.role_arn is not None,
+        # Stored keys go only once the CAS server's new mount pod holds the new credentials.
+        after=[cluster.cas_server, *volume.mount_pod_inputs, store.access_policy],
         mount_files=mount_files,
-        opts=k8s_opts,
-    )
-    cluster: NativeLinkCluster = KubernetesNativeLinkCluster(
-        "nativelink",
-        settings,
-        namespace=namespace,
-        claim_name=volume.claim_name,
-        block_storage=block_storage,
-        mount_ready=[admin.keys_forgotten],
-        s3_identity=store.identity,
         opts=k8s_opts,
     )
 

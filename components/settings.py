@@ -612,6 +612,16 @@ class Settings(_Model):
                     "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
                     "bucket policies or ACLs make objects public",
                 )
+            # NetworkPolicies admit only listed clients; left unset, an upgrade would silently cut every
+            # Bazel client off. An explicit empty list means port-forward only.
+            if not {"client_namespaces", "client_cidrs"} & self.kubernetes.model_fields_set:
+                raise SettingError(
+                    "kubernetes.clientNamespaces",
+                    None,
+                    "missing, and kubernetes.clientCidrs too: NetworkPolicies admit only the clients listed "
+                    "there to the CAS server and the scheduler. List the namespaces of your Bazel pods and/or "
+                    "the address ranges of your build machines, or set both to [] for kubectl port-forward only",
+                )
             # A worker's fast store and work directory share one volume of this size. The store's
             # executable copies (`<content_path>.exec`) are not counted against its size, so it can take
             # twice fastStoreSize on disk, and a full volume fails every action.

@@ -197,9 +197,18 @@ def test_irsa_binds_the_role_to_the_mount_pods_service_account(mocks: RecordingM
     assert not mocks.of_type("aws:iam/accessKey:AccessKey")
     (trust,) = statements(mocks.one("aws:iam/role:Role", "cas-store-access-irsa").inputs["assumeRolePolicy"])
     assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    # The CSI node plugin's account too: mount pods of a volume provisioned before IRSA run as it.
     assert trust["Condition"]["StringEquals"] == {
-        f"{provider_url}:sub": "system:serviceaccount:kube-system:juicefs-mount-nativelink",
+        f"{provider_url}:sub": [
+            "system:serviceaccount:kube-system:juicefs-mount-nativelink",
+            "system:serviceaccount:kube-system:juicefs-csi-node-sa",
+        ],
         f"{provider_url}:aud": "sts.amazonaws.com",
+    }
+    release = mocks.one("kubernetes:helm.sh/v3:Release", "juicefs-csi-driver")
+    assert release.inputs["values"]["serviceAccount"]["node"] == {
+        "name": "juicefs-csi-node-sa",
+        "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:mock:::cas-store-access-irsa"},
     }
     account = mocks.one("kubernetes:core/v1:ServiceAccount", "juicefs-mount-sa")
     assert account.inputs["metadata"]["annotations"] == {
@@ -978,12 +987,19 @@ def test_switching_to_irsa_forgets_stored_keys_before_the_cas_server_mounts(mock
     admin = reveal(mocks.one(SECRET, "juicefs-admin-secret").inputs["stringData"])
     assert set(admin) == {"META_URL", "META_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
-    cas = mocks.named("nativelink-cas")
-    assert job.resource in cas.depends_on
+    # Only once the CAS server rolled (its new mount pod holds the key in its environment): every client
+    # reloads the settings within seconds, and the old mount pod has nothing else to fall back to.
+    after = {dep._name for dep in job.depends_on}
+    assert after >= {"nativelink-cas", "cas-store-access-s3", "juicefs-admin-secret"}
 
     irsa = build_fresh(prod_settings(aws=IRSA["aws"]), supplied_secrets())
     pod = admin_pod(irsa, JOB, "juicefs-admin-forget-stored-keys")
-    assert pod["serviceAccountName"] == "juicefs-mount-nativelink" and pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == "juicefs-mount-nativelink" and pod["automountServiceAccountToken"] is False
+    assert {dep._name for dep in irsa.one(JOB, "juicefs-admin-forget-stored-keys").depends_on} >= {
+        "nativelink-cas",
+        "juicefs-mount-sa",
+        "cas-store-access-s3",
+    }
     assert set(reveal(irsa.one(SECRET, "juicefs-admin-secret").inputs["stringData"])) == {"META_URL", "META_PASSWORD"}
     # The CAS server rolls, so its mount pod starts with the new identity before the old key is deleted.
     annotation = "nativelink-juicefs/s3-identity"
@@ -1001,6 +1017,8 @@ def test_metadata_is_dumped_into_the_replicated_bucket_on_schedule(mocks: Record
     assert cron["metadata"]["namespace"] == "kube-system"
     assert cron["spec"]["schedule"] == settings.juicefs.metadata_dump_schedule == "30 3 * * *"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    # Its Jobs carry the label the README's check selects on.
+    assert cron["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/component"] == "juicefs-admin"
     pod = admin_pod(mocks, CRON_JOB, "juicefs-admin-metadata-dump")
     (container,) = pod["containers"]
     destination = f"s3://{settings.juicefs.bucket_name}.s3.us-east-1.amazonaws.com/metadata-dumps/"
@@ -1029,3 +1047,23 @@ def test_rds_backups_are_replicated_to_the_second_region(mocks: RecordingMocks) 
     assert replication.inputs["kmsKeyId"] == "arn:aws:mock:::metadata-replica-key"
     assert replication.inputs["retentionPeriod"] == settings.aws.rds.backup_retention_days
     assert mocks.one(KMS_KEY, "metadata-replica-key").inputs["region"] == "us-west-2"
+
+
+def test_prod_names_its_clients_or_says_port_forward_only() -> None:
+    """NetworkPolicies admit only listed clients; unset lists would cut every Bazel client off silently."""
+    raw = stack_config("prod")
+    raw["kubernetes"] = {k: v for k, v in raw["kubernetes"].items() if k not in ("clientNamespaces", "clientCidrs")}
+    with pytest.raises(ConfigError) as error:
+        parse_settings(merged(raw, {"aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}}))
+    assert "nativelink-juicefs:kubernetes.clientNamespaces" in str(error.value)
+    assert "port-forward" in str(error.value)
+    explicit: list[dict[str, Any]] = [{"clientNamespaces": []}, {"clientCidrs": ["10.20.0.0/16"]}]
+    for lists in explicit:
+        assert parse_settings(merged(raw, {"kubernetes": lists, "aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}}))
+
+
+def test_the_generated_passphrase_is_the_one_the_key_was_protected_with(mocks: RecordingMocks) -> None:
+    """The volume keeps its first PEM; re-protecting it with a new passphrase would lock every mount out."""
+    build(mocks, prod_settings(), supplied_secrets(juicefs_rsa_key=None))
+    protect = mocks.one("command:local:Command", "juicefs-rsa-key-protected")
+    assert protect.opts is not None and set(protect.opts.ignore_changes or []) >= {"environment", "stdin"}

@@ -52,6 +52,8 @@ config:
     nodeSecurityGroupId: sg-0123456789abcdef0
   nativelink-juicefs:juicefs:
     encrypt: true
+  nativelink-juicefs:kubernetes:
+    clientNamespaces: [ci]
   nativelink-juicefs:kubeconfig:
     secure: v1:AAABAFakeCiphertextForTestsOnly0000000000000000000000000000000000000000000000000000000
 # End of the prod stack file.

@@ -8,6 +8,7 @@ nature of JuiceFS, obfuscated in the metadata engine).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pulumi
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 # The Kubernetes service account the JuiceFS mount pods run as on the IRSA path; it lives in
 # kubernetes.csiNamespace, where the CSI driver starts mount pods.
 MOUNT_SERVICE_ACCOUNT = "juicefs-mount-nativelink"
+# The CSI node plugin's own account (the chart's serviceAccount.node.name). A volume provisioned before
+# IRSA was set has no mount-service-account in its attributes, and its mount pods run as this one
+# (csi-driver pkg/config/setting.go:615,636-638), so it gets the role too.
+CSI_NODE_SERVICE_ACCOUNT = "juicefs-csi-node-sa"
+IRSA_SERVICE_ACCOUNTS = (MOUNT_SERVICE_ACCOUNT, CSI_NODE_SERVICE_ACCOUNT)
 
 
 def juicefs_s3_policy(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[str], region: str) -> pulumi.Output[str]:
@@ -56,8 +62,10 @@ def juicefs_s3_policy(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[str],
     )
 
 
-def irsa_trust_policy(provider_arn: str, provider_url: str, namespace: str, service_account: str) -> pulumi.Output[str]:
-    """Only the named service account, with the STS audience, may assume the role."""
+def irsa_trust_policy(
+    provider_arn: str, provider_url: str, namespace: str, service_accounts: Sequence[str]
+) -> pulumi.Output[str]:
+    """Only the named service accounts, with the STS audience, may assume the role."""
     return policy_json(
         [
             {
@@ -66,7 +74,9 @@ def irsa_trust_policy(provider_arn: str, provider_url: str, namespace: str, serv
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {
                     "StringEquals": {
-                        f"{provider_url}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                        f"{provider_url}:sub": [
+                            f"system:serviceaccount:{namespace}:{account}" for account in service_accounts
+                        ],
                         f"{provider_url}:aud": "sts.amazonaws.com",
                     }
                 },
@@ -83,6 +93,8 @@ class JuiceFsS3Access(pulumi.ComponentResource):
     # Set on the IAM-user path, as secrets.
     access_key: pulumi.Output[str] | None
     secret_key: pulumi.Output[str] | None
+    # The rights themselves: whoever uses the identity waits for it.
+    policy: pulumi.Resource
 
     def __init__(
         self,
@@ -108,15 +120,15 @@ class JuiceFsS3Access(pulumi.ComponentResource):
                     aws_settings.oidc_provider_arn,
                     aws_settings.oidc_provider_url,
                     settings.kubernetes.csi_namespace,
-                    MOUNT_SERVICE_ACCOUNT,
+                    IRSA_SERVICE_ACCOUNTS,
                 ),
                 opts=child,
             )
-            aws.iam.RolePolicy(f"{name}-s3", role=role.id, policy=policy, opts=child)
+            self.policy = aws.iam.RolePolicy(f"{name}-s3", role=role.id, policy=policy, opts=child)
             self.role_arn = role.arn
         else:
             user = aws.iam.User(f"{name}-user", opts=child)
-            aws.iam.UserPolicy(f"{name}-s3", user=user.name, policy=policy, opts=child)
+            self.policy = aws.iam.UserPolicy(f"{name}-s3", user=user.name, policy=policy, opts=child)
             key = aws.iam.AccessKey(f"{name}-key", user=user.name, opts=child)
             self.access_key = pulumi.Output.secret(key.id)
             self.secret_key = pulumi.Output.secret(key.secret)

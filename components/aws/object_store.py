@@ -209,6 +209,7 @@ class S3ObjectStore(pulumi.ComponentResource):
     # Set on the IRSA path.
     role_arn: pulumi.Output[str] | None
     identity: pulumi.Output[str]
+    access_policy: pulumi.Resource
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:storage:S3ObjectStore", name, None, opts)
@@ -276,6 +277,7 @@ class S3ObjectStore(pulumi.ComponentResource):
         self.secret_key = access.secret_key
         self.role_arn = access.role_arn
         self.identity = s3_identity(access)
+        self.access_policy = access.policy
         self.register_outputs(
             {
                 "bucketUrl": self.bucket_url,

@@ -37,7 +37,10 @@ def dump_script(destination: str, *, https: bool = True, dump_dir: str = DUMP_DI
         [
             "set -eu",
             f'file="{dump_dir}/$(date -u +%Y%m%dT%H%M%SZ){DUMP_SUFFIX}"',
-            f'juicefs dump "${META_URL_ENV}" "$file" --binary --threads {DUMP_THREADS}',
+            # --keep-secret-key: otherwise the dump drops the volume's RSA key (pkg/meta/config.go
+            # RemoveSecret), JuiceFS has no way to put it back, and a restored encrypted volume never
+            # mounts. The key is passphrase-protected; the volume stores no object-store key.
+            f'juicefs dump "${META_URL_ENV}" "$file" --binary --threads {DUMP_THREADS} --keep-secret-key',
             # A retried pod may find the temporary file of a dump that was killed.
             f"{shlex.join(sync)} --exclude '*.tmp'",
             'echo "metadata dump uploaded: $(basename "$file")"',

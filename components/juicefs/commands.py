@@ -151,8 +151,12 @@ def status_args(meta_url: str) -> list[str]:
 
 
 def forget_stored_keys_args(meta_url: str) -> list[str]:
-    """`juicefs config` that empties the stored object-store keys, so the client reads CREDENTIAL_ENVS."""
-    return ["juicefs", "config", meta_url, "--access-key", "", "--secret-key", ""]
+    """`juicefs config` that empties the stored object-store keys, so the client reads CREDENTIAL_ENVS.
+
+    `--force`: without it, a key change makes `config` test the storage first (cmd/config.go:448-457),
+    which needs the RSA key's passphrase on an encrypted volume; the next mount tests the storage anyway.
+    """
+    return ["juicefs", "config", meta_url, "--access-key", "", "--secret-key", "", "--force"]
 
 
 def forget_stored_keys_script(meta_url_env: str = "META_URL") -> str:

@@ -51,10 +51,17 @@ def generate_protected_key(
         environment={SecretEnv.RSA_PASSPHRASE: passphrase},
         # Its stdout is the key, encrypted or not: never in Pulumi's log.
         logging=command.local.Logging.NONE,
-        opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["stdout", "stdin", "environment"]),
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            additional_secret_outputs=["stdout", "stdin", "environment"],
+            # Run once: the volume keeps the PEM of its first format for good (cmd/format.go:496-497), so
+            # a new passphrase must not re-protect it; clients keep getting the one it was protected with.
+            ignore_changes=["environment", "stdin"],
+        ),
     )
+    used = protected.environment.apply(lambda env: (env or {})[SecretEnv.RSA_PASSPHRASE])
     return GeneratedKey(
         protected_pem=pulumi.Output.secret(protected.stdout),
-        passphrase=passphrase,
+        passphrase=pulumi.Output.secret(used),
         plain_pem=plain,
     )

@@ -1,8 +1,11 @@
 """Administrative runs against the JuiceFS volume, in the CSI namespace beside its mount pods.
 
-* `forget-stored-keys`: a Job, run once per stack (and again whenever its spec changes), before the
-  CAS server starts or rolls: it empties object-store keys an earlier release stored in the volume,
-  which would otherwise win over the identity the mount pods run with (components.juicefs.commands).
+* `forget-stored-keys`: a Job, run once per stack (and again whenever its spec changes), after the
+  CAS server has rolled: it empties object-store keys an earlier release stored in the volume, which
+  would otherwise win over the identity the mount pods run with (components.juicefs.commands). Every
+  client reloads the volume's settings within seconds (juicefs pkg/meta/base.go), so it must run only
+  once the CAS server's mount pod holds the new credentials; until then the stored key still works
+  (Pulumi deletes the IAM user's key last).
 * `metadata-dump`: a CronJob that dumps the metadata and copies the dump into the bucket, which S3
   replicates to the second region (components.juicefs.backup).
 Both take the metadata URL and password (and, on the IAM-user path, the key) from a Secret of their
@@ -48,9 +51,6 @@ def admin_env(metadata: MetadataEngine, store: ObjectStore) -> dict[str, pulumi.
 class JuiceFsAdmin(pulumi.ComponentResource):
     """The stored-keys cleanup and the scheduled metadata dump of one JuiceFS volume."""
 
-    # The CAS server waits for it: a mount must never read keys an earlier release stored.
-    keys_forgotten: k8s.batch.v1.Job
-
     def __init__(
         self,
         name: str,
@@ -59,6 +59,7 @@ class JuiceFsAdmin(pulumi.ComponentResource):
         store: ObjectStore,
         block_storage: pulumi.Resource,
         irsa: bool,
+        after: Sequence[pulumi.Resource],
         mount_files: Sequence[MountPodFiles] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -76,19 +77,21 @@ class JuiceFsAdmin(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self._secret_name = secret.metadata.name
+        # `after`: the rolled CAS server, and what the pods use (service account, role policy, CA files).
+        ready = [secret, *after]
 
-        self.keys_forgotten = k8s.batch.v1.Job(
+        k8s.batch.v1.Job(
             f"{name}-forget-stored-keys",
             metadata={"namespace": kube.csi_namespace, "labels": labels("juicefs-admin")},
             # Kept once finished (no TTL): a Job that vanished would read as one to create on every refresh.
             spec={"backoff_limit": 3, "template": self._pod_template(forget_stored_keys_script(), [])},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=ready),
         )
 
         aws_settings = settings.aws
         if aws_settings is not None:
             destination = s3_dump_destination(settings.juicefs.bucket_name, aws_settings.region)
-            self._metadata_dump(destination, secret, block_storage)
+            self._metadata_dump(destination, [*ready, block_storage])
         self.register_outputs({})
 
     def _pod_template(self, script: str, volumes: list[Any], volume_mounts: list[Any] | None = None) -> Any:
@@ -107,8 +110,8 @@ class JuiceFsAdmin(pulumi.ComponentResource):
             "spec": {
                 "restart_policy": "Never",
                 **({"service_account_name": MOUNT_SERVICE_ACCOUNT} if self._irsa else {}),
-                # Only the IRSA token; nothing here talks to the Kubernetes API.
-                "automount_service_account_token": self._irsa,
+                # Nothing here talks to the Kubernetes API (the IRSA webhook projects its own token).
+                "automount_service_account_token": False,
                 "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}},
                 "containers": [
                     {
@@ -128,7 +131,7 @@ class JuiceFsAdmin(pulumi.ComponentResource):
             },
         }
 
-    def _metadata_dump(self, destination: str, secret: k8s.core.v1.Secret, block_storage: pulumi.Resource) -> None:
+    def _metadata_dump(self, destination: str, depends_on: list[pulumi.Resource]) -> None:
         kube = self._settings.kubernetes
         # The dump is written to a volume of its own, created and deleted with the job's pod.
         dump_volume = {
@@ -159,13 +162,15 @@ class JuiceFsAdmin(pulumi.ComponentResource):
                 "successful_jobs_history_limit": 3,
                 "failed_jobs_history_limit": 3,
                 "job_template": {
+                    # Jobs take their labels from here, not from the CronJob.
+                    "metadata": {"labels": labels("juicefs-admin")},
                     "spec": {
                         "backoff_limit": 2,
                         "active_deadline_seconds": DUMP_DEADLINE_S,
                         "ttl_seconds_after_finished": KEEP_FINISHED_JOBS_S,
                         "template": template,
-                    }
+                    },
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, block_storage]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.aws.juicefs_access import MOUNT_SERVICE_ACCOUNT
+from components.aws.juicefs_access import CSI_NODE_SERVICE_ACCOUNT, MOUNT_SERVICE_ACCOUNT
 from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv
 from components.juicefs.encryption_key import GeneratedKey, generate_protected_key
 from components.settings import ConfigError, JuiceFsSettings, Settings, size_bytes
@@ -111,7 +111,9 @@ def files_secret_name(settings: Settings, files: MountPodFiles) -> str:
     return f"{settings.kubernetes.storage_class_name}-credentials-{files.name}"
 
 
-def csi_chart_values(settings: Settings, mount_files: Sequence[MountPodFiles] = ()) -> dict[str, object]:
+def csi_chart_values(
+    settings: Settings, mount_files: Sequence[MountPodFiles] = (), mount_role_arn: pulumi.Input[str] | None = None
+) -> dict[str, object]:
     # The node plugin and the controller run `juicefs` against the metaurl themselves (the volume's UUID
     # at NodePublish, `quota set` at provisioning and expansion: csi-driver pkg/config/command.go
     # GetJfsVolUUID, pkg/juicefs/juicefs.go SetQuota), so files the metaurl names must reach them too.
@@ -152,6 +154,13 @@ def csi_chart_values(settings: Settings, mount_files: Sequence[MountPodFiles] = 
         "dashboard": {"enabled": False},
         "controller": {"leaderElection": {"enabled": True}, **extra},
         "node": extra,
+        # Mount pods of a volume provisioned without IRSA run as the node plugin's account.
+        "serviceAccount": {
+            "node": {
+                "name": CSI_NODE_SERVICE_ACCOUNT,
+                **({"annotations": {IRSA_ANNOTATION: mount_role_arn}} if mount_role_arn is not None else {}),
+            }
+        },
     }
 
 
@@ -207,7 +216,7 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             version=settings.versions.juicefs_csi_chart,
             repository_opts={"repo": CSI_CHART_REPO},
             namespace=csi_namespace,
-            values=csi_chart_values(settings, mount_files),
+            values=csi_chart_values(settings, mount_files, mount_role_arn),
             atomic=True,
             cleanup_on_fail=True,
             max_history=10,
@@ -234,6 +243,8 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
             )
             parameters["juicefs/mount-service-account"] = MOUNT_SERVICE_ACCOUNT
             uses.append(account)
+        # What a pod that runs the JuiceFS client in the CSI namespace needs to exist first.
+        self.mount_pod_inputs: list[pulumi.Resource] = [*uses, *files_secrets]
 
         self.generated_key = None
         rsa_key: pulumi.Output[str] | None = None

@@ -17,7 +17,6 @@ NetworkPolicies in network_policies.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pulumi
@@ -89,6 +88,9 @@ def create_namespace(
 class KubernetesNativeLinkCluster(NativeLinkTier):
     """CAS server, scheduler and workers on Kubernetes (NativeLinkCluster protocol)."""
 
+    # Awaited by pulumi-kubernetes until its rollout is done (the new pod, and its mount pod, ready).
+    cas_server: k8s.apps.v1.StatefulSet
+
     def __init__(
         self,
         name: str,
@@ -96,7 +98,6 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         namespace: k8s.core.v1.Namespace,
         claim_name: pulumi.Input[str],
         block_storage: pulumi.Resource,
-        mount_ready: Sequence[pulumi.Resource] = (),
         s3_identity: pulumi.Input[str] = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -110,7 +111,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         configs = render_cluster(settings, cluster_endpoints(ns), cas_data=layout.CSI_CAS_DATA, worker_cpus=worker_cpus)
 
         serving = self._serving_priority_class()
-        self._cas_server(configs, claim_name, serving, mount_ready, s3_identity)
+        self.cas_server = self._cas_server(configs, claim_name, serving, s3_identity)
         self._scheduler(configs, serving)
         self._workers(configs, block_storage)
         self._network_policies()
@@ -180,9 +181,8 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         configs: ClusterConfigs,
         claim_name: pulumi.Input[str],
         serving: k8s.scheduling.v1.PriorityClass,
-        mount_ready: Sequence[pulumi.Resource],
         s3_identity: pulumi.Input[str],
-    ) -> None:
+    ) -> k8s.apps.v1.StatefulSet:
         settings = self._settings
         text = configs.cas_server.to_json()
         config = self._config_map("cas", text)
@@ -221,7 +221,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             startup_failures=pods.CAS_STARTUP_FAILURES,
             security=pods.nativelink_security(),
         )
-        k8s.apps.v1.StatefulSet(
+        cas_server = k8s.apps.v1.StatefulSet(
             f"{self._name}-cas",
             metadata={"name": CAS, "namespace": self._namespace, "labels": labels("cas")},
             spec={
@@ -248,14 +248,11 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             # pulumi-kubernetes waits 10 minutes for a rollout unless told otherwise; the startup probe
             # gives the store scan up to 30.
             opts=self._child(
-                pulumi.ResourceOptions.merge(
-                    # A mount must never read object-store keys an earlier release stored.
-                    pulumi.ResourceOptions(depends_on=list(mount_ready)),
-                    pods.await_probes(pods.CAS_STARTUP_FAILURES, settings.kubernetes.termination_grace_period_s),
-                )
+                pods.await_probes(pods.CAS_STARTUP_FAILURES, settings.kubernetes.termination_grace_period_s)
             ),
         )
         self._disruption_budget("cas")
+        return cas_server
 
     def _scheduler(self, configs: ClusterConfigs, serving: k8s.scheduling.v1.PriorityClass) -> None:
         settings = self._settings

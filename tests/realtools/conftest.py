@@ -142,3 +142,9 @@ def pid_namespaces() -> None:
 def sync_volume(redis_server: RedisServer, s3_gateway: S3Gateway, tmp_path: Path) -> SyncVolume:
     """A formatted volume of its own (Redis database, bucket), reached through `juicefs sync`."""
     return format_sync_volume(redis_server, s3_gateway, tmp_path)
+
+
+@pytest.fixture
+def encrypted_sync_volume(redis_server: RedisServer, s3_gateway: S3Gateway, tmp_path: Path) -> SyncVolume:
+    """As sync_volume, encrypted as prod's (its passphrase in the volume's client environment)."""
+    return format_sync_volume(redis_server, s3_gateway, tmp_path, encrypted=True)

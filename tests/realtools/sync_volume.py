@@ -11,10 +11,11 @@ import subprocess
 from pathlib import Path
 
 from components.juicefs.backup import DUMP_PREFIX
-from components.juicefs.commands import CREDENTIAL_ENVS, FormatOptions, format_args
+from components.juicefs.commands import CREDENTIAL_ENVS, FormatOptions, SecretEnv, format_args
 from tests.stacks import stack_settings
 
-from .servers import RedisServer, S3Gateway, describe, juicefs_binary, juicefs_env, run_juicefs
+from .rsa_keys import plain_pem, protect
+from .servers import RedisServer, S3Gateway, describe, juicefs_binary, juicefs_env, new_secret, run_juicefs
 
 TIMEOUT = 120.0
 # jfs:// URLs name an environment variable that holds the metadata URL.
@@ -67,10 +68,19 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def format_sync_volume(redis: RedisServer, gateway: S3Gateway, tmp: Path) -> SyncVolume:
+def format_sync_volume(redis: RedisServer, gateway: S3Gateway, tmp: Path, *, encrypted: bool = False) -> SyncVolume:
+    """A formatted volume; encrypted as prod formats it (a passphrase-protected key, the passphrase in
+    every client's environment)."""
     volume = SyncVolume(redis, gateway, tmp)
     bucket_url = f"{gateway.endpoint}/{volume.bucket}"
-    options = FormatOptions.from_settings(volume.settings.model_copy(update={"encrypt": False}), "s3", bucket_url, None)
+    key_file = None
+    if encrypted:
+        passphrase = new_secret()
+        key_file = tmp / "juicefs-key.pem"
+        key_file.write_text(protect(plain_pem(), passphrase))
+        volume.env[SecretEnv.RSA_PASSPHRASE] = passphrase
+    settings = volume.settings.model_copy(update={"encrypt": encrypted})
+    options = FormatOptions.from_settings(settings, "s3", bucket_url, str(key_file) if key_file else None)
     formatted = run_juicefs(format_args(options, volume.meta_url)[1:], volume.env, timeout=TIMEOUT)
     assert formatted.returncode == 0, describe(formatted)
     return volume

@@ -1,7 +1,7 @@
 """Metadata backup and restore, run for real: the program's dump script and the README's restore commands.
 
-A volume on Redis and the S3 gateway (object-store keys only in the environment, as prod passes them)
-gets files; the dump script dumps its metadata and copies the dump into the bucket; the restore
+An encrypted volume on Redis and the S3 gateway (object-store keys only in the environment, as prod
+passes them) gets files; the dump script dumps its metadata and copies the dump into the bucket; the restore
 commands fetch it and load it into an empty Redis database, from which the same files read back
 through the objects the volume already has. No FUSE: files go in and out with `juicefs sync` and
 its `jfs://` scheme, the JuiceFS client itself.
@@ -18,9 +18,12 @@ from .servers import RedisServer, describe, juicefs_binary
 from .sync_volume import RESTORED_META_ENV, SyncVolume, tree_digest
 
 
-def test_a_dump_in_the_bucket_restores_the_volume_into_an_empty_engine(
-    sync_volume: SyncVolume, redis_server: RedisServer, tmp_path: Path
+def test_a_dump_in_the_bucket_restores_the_encrypted_volume_into_an_empty_engine(
+    encrypted_sync_volume: SyncVolume, redis_server: RedisServer, tmp_path: Path
 ) -> None:
+    """Prod's volume is encrypted: the dump must carry its (passphrase-protected) key, which JuiceFS
+    cannot be given again after a load, or the restored volume never mounts."""
+    sync_volume = encrypted_sync_volume
     source = tmp_path / "source"
     for index in range(40):
         blob = source / "cas" / "content" / "d" / f"{index:04d}-blob"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from components.juicefs.commands import forget_stored_keys_script
+from components.juicefs.commands import SecretEnv, forget_stored_keys_script
 
 from .servers import RedisServer, S3Gateway, describe, juicefs_binary, juicefs_env, run_juicefs
 from .sync_volume import SOURCE_META_ENV, TIMEOUT, SyncVolume
@@ -89,3 +89,30 @@ def test_an_unreachable_metadata_engine_fails_the_job(sync_volume: SyncVolume, s
     # A port nobody listens on: the job must fail, not report that nothing was stored.
     result = run_script(sync_volume, f"redis://127.0.0.1:{s3_gateway.port + 1}/1?timeout=2s")
     assert result.returncode == 1, describe(result)
+
+
+def test_the_job_needs_no_passphrase_on_an_encrypted_volume(encrypted_sync_volume: SyncVolume) -> None:
+    """The admin Secret holds no RSA passphrase: emptying the keys must not test the storage (which would
+    decrypt the volume's key) but leave that to the next mount."""
+    volume = encrypted_sync_volume
+    stored = run_juicefs(
+        ["config", volume.meta_url, "--access-key", "AKIADELETEDUSERKEY0", "--secret-key", "deleted-secret", "--force"],
+        volume.env,
+        timeout=TIMEOUT,
+    )
+    assert stored.returncode == 0, describe(stored)
+    without_passphrase = {key: value for key, value in volume.env.items() if key != SecretEnv.RSA_PASSPHRASE}
+    removed = subprocess.run(
+        ["sh", "-c", forget_stored_keys_script()],
+        env=juicefs_env(
+            {**without_passphrase, "META_URL": volume.meta_url, "PATH": f"{juicefs_binary().parent}:/usr/bin:/bin"}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert removed.returncode == 0, describe(removed)
+    assert removed.stdout.strip() == "stored object-store keys removed"
+    checked = check(volume)
+    assert checked.returncode == 0, describe(checked)
