@@ -12,6 +12,13 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 
 install: $(VENV)/.installed
 
+# checkov scans the prod manifests in the tests; its pins clash with the program's, so it lives apart.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
+	touch $@
+
 # mypy runs twice: the policy pack's policy/__main__.py cannot share a run with the program's __main__.py.
 lint: install
 	$(VENV)/bin/ruff check .
@@ -19,8 +26,8 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy policy/__main__.py
 
-test: lint
-	$(VENV)/bin/python -m pytest
+test: lint $(CHECKOV_VENV)/.installed
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest
 
 # Dev stack on the local Docker engine, with state in a local file backend (no Pulumi Cloud).
 PULUMI_BACKEND_URL ?= file://~/.pulumi-nativelink-juicefs

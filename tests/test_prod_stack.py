@@ -987,6 +987,10 @@ def test_switching_to_irsa_forgets_stored_keys_before_the_cas_server_mounts(mock
     admin = reveal(mocks.one(SECRET, "juicefs-admin-secret").inputs["stringData"])
     assert set(admin) == {"META_URL", "META_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["fsGroup"] == 65532
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     # Only once the CAS server rolled (its new mount pod holds the key in its environment): every client
     # reloads the settings within seconds, and the old mount pod has nothing else to fall back to.
     after = {dep._name for dep in job.depends_on}

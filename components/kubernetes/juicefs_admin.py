@@ -23,7 +23,8 @@ import pulumi_kubernetes as k8s
 from components.aws.juicefs_access import MOUNT_SERVICE_ACCOUNT
 from components.juicefs.backup import DUMP_DIR, META_URL_ENV, dump_script, s3_dump_destination
 from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv, forget_stored_keys_script
-from components.kubernetes.pods import labels
+from components.kubernetes.pods import NATIVELINK_UID as UNPRIVILEGED_UID
+from components.kubernetes.pods import labels, scratch_volume
 
 if TYPE_CHECKING:
     from components.interfaces import MetadataEngine, ObjectStore
@@ -105,6 +106,7 @@ class JuiceFsAdmin(pulumi.ComponentResource):
         files_mounts = [
             {"name": files.name, "mount_path": files.mount_dir, "read_only": True} for files in self._mount_files
         ]
+        tmp_volume, tmp_mount = scratch_volume()
         return {
             "metadata": {"labels": labels("juicefs-admin")},
             "spec": {
@@ -112,22 +114,37 @@ class JuiceFsAdmin(pulumi.ComponentResource):
                 **({"service_account_name": MOUNT_SERVICE_ACCOUNT} if self._irsa else {}),
                 # Nothing here talks to the Kubernetes API (the IRSA webhook projects its own token).
                 "automount_service_account_token": False,
-                "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}},
+                # The client needs no privilege: it reads its secrets from the environment and writes only
+                # the dump (a real run as this user: tests/realtools/test_metadata_backup.py).
+                "security_context": {
+                    "seccomp_profile": {"type": "RuntimeDefault"},
+                    "run_as_non_root": True,
+                    "run_as_user": UNPRIVILEGED_UID,
+                    "run_as_group": UNPRIVILEGED_UID,
+                    # The dump volume, and the IRSA token, readable and writable by that user.
+                    "fs_group": UNPRIVILEGED_UID,
+                    "fs_group_change_policy": "OnRootMismatch",
+                },
                 "containers": [
                     {
                         "name": "juicefs",
                         "image": self._settings.versions.juicefs,
                         "command": ["/bin/sh", "-c", script],
                         "env_from": [{"secret_ref": {"name": self._secret_name}}],
-                        "volume_mounts": [*files_mounts, *(volume_mounts or [])],
-                        "security_context": {"allow_privilege_escalation": False, "capabilities": {"drop": ["ALL"]}},
+                        "env": [{"name": "HOME", "value": "/tmp"}],
+                        "volume_mounts": [*files_mounts, tmp_mount, *(volume_mounts or [])],
+                        "security_context": {
+                            "allow_privilege_escalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                            "read_only_root_filesystem": True,
+                        },
                         "resources": {
                             "requests": {"cpu": "250m", "memory": "512Mi"},
                             "limits": {"cpu": "2", "memory": "4Gi"},
                         },
                     }
                 ],
-                "volumes": [*files_volumes, *volumes],
+                "volumes": [*files_volumes, tmp_volume, *volumes],
             },
         }
 

@@ -139,12 +139,16 @@ def pid_namespaces() -> None:
 
 
 @pytest.fixture
-def sync_volume(redis_server: RedisServer, s3_gateway: S3Gateway, tmp_path: Path) -> SyncVolume:
+def sync_volume(redis_server: RedisServer, s3_gateway: S3Gateway, tmp_path: Path) -> Iterator[SyncVolume]:
     """A formatted volume of its own (Redis database, bucket), reached through `juicefs sync`."""
-    return format_sync_volume(redis_server, s3_gateway, tmp_path)
+    volume = format_sync_volume(redis_server, s3_gateway, tmp_path)
+    yield volume
+    volume.close()
 
 
 @pytest.fixture
-def encrypted_sync_volume(redis_server: RedisServer, s3_gateway: S3Gateway, tmp_path: Path) -> SyncVolume:
+def encrypted_sync_volume(redis_server: RedisServer, s3_gateway: S3Gateway, tmp_path: Path) -> Iterator[SyncVolume]:
     """As sync_volume, encrypted as prod's (its passphrase in the volume's client environment)."""
-    return format_sync_volume(redis_server, s3_gateway, tmp_path, encrypted=True)
+    volume = format_sync_volume(redis_server, s3_gateway, tmp_path, encrypted=True)
+    yield volume
+    volume.close()

@@ -6,12 +6,16 @@ Object-store keys live only in the environment, as prod passes them to its pods.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from components.juicefs.backup import DUMP_PREFIX
 from components.juicefs.commands import CREDENTIAL_ENVS, FormatOptions, SecretEnv, format_args
+from components.kubernetes.pods import NATIVELINK_UID as UNPRIVILEGED_UID
 from tests.stacks import stack_settings
 
 from .rsa_keys import plain_pem, protect
@@ -26,6 +30,7 @@ RESTORED_META_ENV = "RESTORED_META"
 class SyncVolume:
     def __init__(self, redis: RedisServer, gateway: S3Gateway, tmp: Path) -> None:
         self.redis, self.gateway, self.tmp = redis, gateway, tmp
+        self._cleanup: list[Path] = []
         self.meta_url = redis.meta_url()
         self.bucket = f"backup-{secrets.token_hex(4)}"
         self.settings = stack_settings("prod").juicefs
@@ -54,6 +59,34 @@ class SyncVolume:
             timeout=TIMEOUT,
             check=False,
         )
+
+    def run_admin(self, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`sh -c script` as prod's admin pods run it: the unprivileged user (when the tests run as root),
+        no home, no RSA passphrase (their Secret holds none)."""
+        command = ["sh", "-c", script]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv is not None, "setpriv (util-linux) is needed to run as the admin pods' user"
+            user = str(UNPRIVILEGED_UID)
+            command = [setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+        admin_env = {key: value for key, value in self.env.items() if key != SecretEnv.RSA_PASSPHRASE}
+        admin_env.update(PATH=f"{juicefs_binary().parent}:/usr/bin:/bin", HOME="/nonexistent", **env)
+        return subprocess.run(
+            command, env=juicefs_env(admin_env), capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+
+    def admin_dir(self) -> Path:
+        """A directory the admin user can write (pytest's own are private to root), removed by close()."""
+        directory = Path(tempfile.mkdtemp(prefix="jfs-admin-"))
+        self._cleanup.append(directory)
+        directory.chmod(0o755)
+        if os.geteuid() == 0:
+            os.chown(directory, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        return directory
+
+    def close(self) -> None:
+        for directory in self._cleanup:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def put_files(self, source: Path) -> None:
         result = self.run(["juicefs", "sync", f"{source}/", f"jfs://{SOURCE_META_ENV}/nativelink/"])

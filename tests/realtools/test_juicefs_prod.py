@@ -71,6 +71,7 @@ def prod_settings(engine: str, algo: str, **juicefs: Any) -> JuiceFsSettings:
             "metadataEngine": engine,
         },
         juicefs={"encrypt": True, "encryptAlgo": algo, "trashDays": TRASH_DAYS, **juicefs},
+        kubernetes={"clientNamespaces": []},
     )
     assert settings.platform == "aws" and settings.aws is not None and settings.aws.metadata_engine == engine
     return settings.juicefs

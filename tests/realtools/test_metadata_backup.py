@@ -14,7 +14,7 @@ from pathlib import Path
 
 from components.juicefs.backup import DUMP_PREFIX, DUMP_SUFFIX, dump_script, restore_commands
 
-from .servers import RedisServer, describe, juicefs_binary
+from .servers import RedisServer, describe
 from .sync_volume import RESTORED_META_ENV, SyncVolume, tree_digest
 
 
@@ -33,12 +33,8 @@ def test_a_dump_in_the_bucket_restores_the_encrypted_volume_into_an_empty_engine
     (source / "ac" / "content" / "d" / "entry").write_text("action result")
     sync_volume.put_files(source)
 
-    dump_dir = tmp_path / "dumps"
-    dump_dir.mkdir()
-    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(dump_dir))
-    dumped = sync_volume.run(
-        ["sh", "-c", script], META_URL=sync_volume.meta_url, PATH=f"{juicefs_binary().parent}:/usr/bin:/bin"
-    )
+    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(sync_volume.admin_dir()))
+    dumped = sync_volume.run_admin(script, META_URL=sync_volume.meta_url)
     assert dumped.returncode == 0, describe(dumped)
     keys = sync_volume.gateway.list_keys(sync_volume.bucket, f"{DUMP_PREFIX}/")
     assert len(keys) == 1 and keys[0].endswith(DUMP_SUFFIX), keys
@@ -64,12 +60,8 @@ def test_a_dump_in_the_bucket_restores_the_encrypted_volume_into_an_empty_engine
 
 def test_a_restore_refuses_an_engine_that_holds_a_volume(sync_volume: SyncVolume, tmp_path: Path) -> None:
     """Loading over a live volume would corrupt it; `juicefs load` refuses, and so the procedure stops."""
-    dump_dir = tmp_path / "dumps"
-    dump_dir.mkdir()
-    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(dump_dir))
-    dumped = sync_volume.run(
-        ["sh", "-c", script], META_URL=sync_volume.meta_url, PATH=f"{juicefs_binary().parent}:/usr/bin:/bin"
-    )
+    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(sync_volume.admin_dir()))
+    dumped = sync_volume.run_admin(script, META_URL=sync_volume.meta_url)
     assert dumped.returncode == 0, describe(dumped)
     (key,) = sync_volume.gateway.list_keys(sync_volume.bucket, f"{DUMP_PREFIX}/")
     workdir = tmp_path / "restore"
@@ -81,11 +73,10 @@ def test_a_restore_refuses_an_engine_that_holds_a_volume(sync_volume: SyncVolume
     assert "is used by volume" in refused.stderr, describe(refused)
 
 
-def test_without_the_metadata_engine_the_dump_fails_loudly(sync_volume: SyncVolume, tmp_path: Path) -> None:
-    dump_dir = tmp_path / "dumps"
-    dump_dir.mkdir()
-    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(dump_dir))
+def test_without_the_metadata_engine_the_dump_fails_loudly(sync_volume: SyncVolume) -> None:
+    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(sync_volume.admin_dir()))
     wrong = sync_volume.meta_url.rsplit("/", 1)[0] + "/15"
-    dumped = sync_volume.run(["sh", "-c", script], META_URL=wrong, PATH=f"{juicefs_binary().parent}:/usr/bin:/bin")
+    dumped = sync_volume.run_admin(script, META_URL=wrong)
     assert dumped.returncode != 0
+    assert "not formatted" in dumped.stderr, describe(dumped)
     assert sync_volume.gateway.list_keys(sync_volume.bucket, f"{DUMP_PREFIX}/") == []

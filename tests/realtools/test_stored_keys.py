@@ -15,19 +15,12 @@ import pytest
 
 from components.juicefs.commands import SecretEnv, forget_stored_keys_script
 
-from .servers import RedisServer, S3Gateway, describe, juicefs_binary, juicefs_env, run_juicefs
+from .servers import RedisServer, S3Gateway, describe, run_juicefs
 from .sync_volume import SOURCE_META_ENV, TIMEOUT, SyncVolume
 
 
 def run_script(sync_volume: SyncVolume, meta_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["sh", "-c", forget_stored_keys_script()],
-        env=juicefs_env({**sync_volume.env, "META_URL": meta_url, "PATH": f"{juicefs_binary().parent}:/usr/bin:/bin"}),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return sync_volume.run_admin(forget_stored_keys_script(), META_URL=meta_url)
 
 
 def put(sync_volume: SyncVolume, source: Path) -> subprocess.CompletedProcess[str]:
@@ -101,17 +94,9 @@ def test_the_job_needs_no_passphrase_on_an_encrypted_volume(encrypted_sync_volum
         timeout=TIMEOUT,
     )
     assert stored.returncode == 0, describe(stored)
-    without_passphrase = {key: value for key, value in volume.env.items() if key != SecretEnv.RSA_PASSPHRASE}
-    removed = subprocess.run(
-        ["sh", "-c", forget_stored_keys_script()],
-        env=juicefs_env(
-            {**without_passphrase, "META_URL": volume.meta_url, "PATH": f"{juicefs_binary().parent}:/usr/bin:/bin"}
-        ),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    # run_admin leaves the passphrase out, as the admin Secret does.
+    assert SecretEnv.RSA_PASSPHRASE in volume.env
+    removed = run_script(volume, volume.meta_url)
     assert removed.returncode == 0, describe(removed)
     assert removed.stdout.strip() == "stored object-store keys removed"
     checked = check(volume)
