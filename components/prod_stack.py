@@ -13,6 +13,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.aws.alarms import StackAlarms
 from components.aws.common import require_aws_settings
 from components.aws.metadata_engine import (
     RDS_CA_DIR,
@@ -106,7 +107,10 @@ def build_prod_stack(
         opts=k8s_opts,
     )
 
+    alarms = StackAlarms("alarms", aws_settings, [*engine.alarms, *store.alarms], opts=aws_opts)
+
     outputs: dict[str, Any] = {
+        "alarmTopicArn": alarms.topic_arn,
         "bazelFlags": cluster.bazel_flags,
         "casEndpoint": cluster.cas_endpoint,
         "schedulerEndpoint": cluster.scheduler_endpoint,

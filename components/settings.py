@@ -396,6 +396,8 @@ class AwsSettings(_Model):
     vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$")
     subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=2)
     node_security_group_id: str = Field(pattern=r"^sg-[0-9a-f]{8,17}$")
+    # Where alarms go; unset, the stack creates an SNS topic (output alarmTopicArn) to subscribe to.
+    alarm_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$")
     # The EKS cluster of the NativeLink tier: set, `pulumi up` checks that its VPC CNI enforces NetworkPolicy.
     eks_cluster_name: str | None = Field(None, pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
     metadata_engine: Literal["redis", "postgres"] = "redis"

@@ -116,6 +116,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             address = f"{args.name}.rds.amazonaws.com"
             return {
                 "arn": f"arn:aws:mock:::{args.name}",
+                "identifier": f"{args.name}-db",
                 "address": address,
                 "port": 5432,
                 "endpoint": f"{address}:5432",

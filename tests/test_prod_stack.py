@@ -742,7 +742,7 @@ def test_autoscaler_owns_the_worker_count_when_enabled(mocks: RecordingMocks) ->
 
 def test_exports(mocks: RecordingMocks, engine: str) -> None:
     exports = resolve_exports(build(mocks, prod_settings(engine), supplied_secrets()))
-    assert set(exports) == {"bazelFlags", "casEndpoint", "schedulerEndpoint", "juicefsVolume"}
+    assert set(exports) == {"bazelFlags", "casEndpoint", "schedulerEndpoint", "juicefsVolume", "alarmTopicArn"}
     _, flags = exports["bazelFlags"]
     assert flags == (
         "--remote_executor=grpc://nativelink-scheduler.nativelink.svc.cluster.local:50052 "
@@ -1071,3 +1071,53 @@ def test_the_generated_passphrase_is_the_one_the_key_was_protected_with(mocks: R
     build(mocks, prod_settings(), supplied_secrets(juicefs_rsa_key=None))
     protect = mocks.one("command:local:Command", "juicefs-rsa-key-protected")
     assert protect.opts is not None and set(protect.opts.ignore_changes or []) >= {"environment", "stdin"}
+
+
+# ---- alarms
+
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def alarms_by_suffix(mocks: RecordingMocks) -> dict[str, dict[str, Any]]:
+    return {record.name.removeprefix("alarms-"): record.inputs for record in mocks.of_type(ALARM)}
+
+
+def test_alarms_watch_the_metadata_engine_and_replication(mocks: RecordingMocks, engine: str) -> None:
+    settings = prod_settings(engine)
+    exports = resolve_exports(build(mocks, settings, supplied_secrets()))
+    (topic,) = mocks.of_type("aws:sns/topic:Topic")
+    topic_arn = f"arn:aws:mock:::{topic.name}"
+    assert exports["alarmTopicArn"] == (False, topic_arn)
+    alarms = alarms_by_suffix(mocks)
+    expected = {
+        "redis": {"memory-001", "memory-002", "replication-lag-002"},
+        "postgres": {"free-storage", "freeable-memory"},
+    }[engine] | {"s3-replication-failures"}
+    assert set(alarms) == expected
+    for alarm in alarms.values():
+        assert alarm["alarmActions"] == [topic_arn] and alarm["okActions"] == [topic_arn]
+        assert alarm["treatMissingData"] == "notBreaching"
+    if engine == "redis":
+        # ElastiCache names the group's nodes <group id>-001, -002, ...
+        assert alarms["memory-002"]["dimensions"] == {"CacheClusterId": "metadata-redis-id-002"}
+        assert alarms["memory-001"]["metricName"] == "DatabaseMemoryUsagePercentage"
+        assert alarms["replication-lag-002"]["metricName"] == "ReplicationLag"
+    else:
+        assert alarms["free-storage"]["dimensions"] == {"DBInstanceIdentifier": "metadata-postgres-db"}
+        assert alarms["free-storage"]["threshold"] == settings.aws.rds.allocated_storage_gb * 0.1 * 2**30  # type: ignore[union-attr]
+    failures = alarms["s3-replication-failures"]
+    assert failures["metricName"] == "OperationsFailedReplication"
+    assert failures["dimensions"]["RuleId"] == "replicate-everything"
+    (rule,) = mocks.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "cas-store-replication").inputs[
+        "rules"
+    ]
+    assert rule["id"] == "replicate-everything"
+    assert rule["destination"]["metrics"] == {"status": "Enabled"}
+
+
+def test_alarms_go_to_the_operators_topic_when_given(mocks: RecordingMocks) -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:oncall"
+    exports = resolve_exports(build(mocks, prod_settings(aws={"alarmTopicArn": topic}), supplied_secrets()))
+    assert not mocks.of_type("aws:sns/topic:Topic")
+    assert exports["alarmTopicArn"] == (False, topic)
+    assert all(alarm["alarmActions"] == [topic] for alarm in alarms_by_suffix(mocks).values())

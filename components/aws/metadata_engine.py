@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.aws.alarms import Alarm, elasticache_alarms, rds_alarms
 from components.aws.common import kms_key, require_aws_settings
 from components.juicefs.commands import postgres_meta_url, redis_meta_url
 from components.passwords import generated_password
@@ -104,6 +105,7 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
     meta_url: pulumi.Output[str]
     meta_password: pulumi.Output[str]
     primary_endpoint: pulumi.Output[str]
+    alarms: list[Alarm]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:metadata:ElastiCache", name, None, opts)
@@ -157,6 +159,7 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
 
+        self.alarms = elasticache_alarms(replication_group.id, 1 + cache.replicas)
         self.primary_endpoint = replication_group.primary_endpoint_address
         # ElastiCache certificates are Amazon-issued: the system CA store verifies them.
         self.meta_url = pulumi.Output.secret(
@@ -176,6 +179,7 @@ class RdsMetadataEngine(pulumi.ComponentResource):
     meta_url: pulumi.Output[str]
     meta_password: pulumi.Output[str]
     address: pulumi.Output[str]
+    alarms: list[Alarm]
     # PEM the mount pod needs at RDS_CA_DIR/RDS_CA_FILE; None when TLS is off.
     ca_bundle_pem: str | None
 
@@ -253,6 +257,7 @@ class RdsMetadataEngine(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.alarms = rds_alarms(instance.identifier, rds.allocated_storage_gb)
         self.address = instance.address
         ca_path = f"{RDS_CA_DIR}/{RDS_CA_FILE}"
         self.meta_url = pulumi.Output.secret(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pulumi
 import pulumi_aws as aws
 
+from components.aws.alarms import Alarm, s3_replication_alarms
 from components.aws.common import kms_key, policy_json, require_aws_settings, service_trust_policy
 from components.aws.juicefs_access import JuiceFsS3Access
 from components.juicefs.backup import DUMP_PREFIX
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 # Whatever resource configures a bucket (versioning, encryption, policy, ...).
 BucketSetting = TypeVar("BucketSetting", bound=pulumi.CustomResource)
+
+
+REPLICATION_RULE_ID = "replicate-everything"
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ class S3ObjectStore(pulumi.ComponentResource):
     role_arn: pulumi.Output[str] | None
     identity: pulumi.Output[str]
     access_policy: pulumi.Resource
+    alarms: list[Alarm]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:storage:S3ObjectStore", name, None, opts)
@@ -243,7 +248,7 @@ class S3ObjectStore(pulumi.ComponentResource):
             role=role.arn,
             rules=[
                 {
-                    "id": "replicate-everything",
+                    "id": REPLICATION_RULE_ID,
                     "status": "Enabled",
                     "priority": 1,
                     "filter": {"prefix": ""},
@@ -254,6 +259,8 @@ class S3ObjectStore(pulumi.ComponentResource):
                         "bucket": replica.bucket.arn,
                         "storage_class": "STANDARD",
                         "encryption_configuration": {"replica_kms_key_id": replica.key.arn},
+                        # CloudWatch replication metrics, so failed replications can raise an alarm.
+                        "metrics": {"status": "Enabled"},
                     },
                 }
             ],
@@ -278,6 +285,7 @@ class S3ObjectStore(pulumi.ComponentResource):
         self.role_arn = access.role_arn
         self.identity = s3_identity(access)
         self.access_policy = access.policy
+        self.alarms = s3_replication_alarms(primary.bucket.bucket, replica.bucket.bucket, REPLICATION_RULE_ID)
         self.register_outputs(
             {
                 "bucketUrl": self.bucket_url,
