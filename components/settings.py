@@ -273,6 +273,9 @@ class JuiceFsSettings(_Model):
     # Prod: when the metadata is dumped into the bucket (cron, UTC), and for how long dumps are kept.
     metadata_dump_schedule: str = Field("30 3 * * *", pattern=r"^\S+( \S+){4}$")
     metadata_dump_retention_days: int = Field(14, ge=1, le=3650)
+    # Dumps carry the volume's RSA key, which a restore of an encrypted volume needs. Only where that
+    # key is passphrase-protected: otherwise whoever reads the bucket could decrypt it.
+    metadata_dump_keeps_key: bool = False
 
 
 class DockerPorts(_Model):

@@ -427,7 +427,8 @@ def test_generated_key_is_passphrase_protected_and_exported_as_secret(mocks: Rec
 
 def test_a_passphrase_alone_protects_the_generated_key(mocks: RecordingMocks) -> None:
     build(mocks, prod_settings(), supplied_secrets(juicefs_rsa_key=None))
-    assert not mocks.of_type("random:index/randomPassword:RandomPassword")[2:], "no generated passphrase"
+    # The generated one exists (protected, it must never drop out of the program) but is not used.
+    mocks.one("random:index/randomPassword:RandomPassword", "juicefs-rsa-passphrase")
     protect = mocks.one("command:local:Command", "juicefs-rsa-key-protected")
     assert reveal(protect.inputs["environment"]) == {"JFS_RSA_PASSPHRASE": SUPPLIED_PASSPHRASE}
     data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
@@ -1026,7 +1027,8 @@ def test_metadata_is_dumped_into_the_replicated_bucket_on_schedule(mocks: Record
     pod = admin_pod(mocks, CRON_JOB, "juicefs-admin-metadata-dump")
     (container,) = pod["containers"]
     destination = f"s3://{settings.juicefs.bucket_name}.s3.us-east-1.amazonaws.com/metadata-dumps/"
-    assert container["command"] == ["/bin/sh", "-c", dump_script(destination)]
+    assert settings.juicefs.metadata_dump_keeps_key, "Pulumi.prod.yaml: new volumes have a protected key"
+    assert container["command"] == ["/bin/sh", "-c", dump_script(destination, keep_key=True)]
     assert container["image"] == settings.versions.juicefs
     (dumps,) = [volume for volume in pod["volumes"] if volume["name"] == "dumps"]
     claim = dumps["ephemeral"]["volumeClaimTemplate"]["spec"]
@@ -1090,7 +1092,8 @@ def test_alarms_watch_the_metadata_engine_and_replication(mocks: RecordingMocks,
     assert exports["alarmTopicArn"] == (False, topic_arn)
     alarms = alarms_by_suffix(mocks)
     expected = {
-        "redis": {"memory-001", "memory-002", "replication-lag-002"},
+        # Lag on every node: after a failover -001 is the replica.
+        "redis": {"memory-001", "memory-002", "replication-lag-001", "replication-lag-002"},
         "postgres": {"free-storage", "freeable-memory"},
     }[engine] | {"s3-replication-failures"}
     assert set(alarms) == expected
@@ -1104,9 +1107,12 @@ def test_alarms_watch_the_metadata_engine_and_replication(mocks: RecordingMocks,
         assert alarms["replication-lag-002"]["metricName"] == "ReplicationLag"
     else:
         assert alarms["free-storage"]["dimensions"] == {"DBInstanceIdentifier": "metadata-postgres-db"}
-        assert alarms["free-storage"]["threshold"] == settings.aws.rds.allocated_storage_gb * 0.1 * 2**30  # type: ignore[union-attr]
+        # Below the 10% at which RDS storage autoscaling grows the volume: fires when it could not.
+        assert alarms["free-storage"]["threshold"] == settings.aws.rds.allocated_storage_gb * 0.05 * 2**30  # type: ignore[union-attr]
     failures = alarms["s3-replication-failures"]
     assert failures["metricName"] == "OperationsFailedReplication"
+    # S3 never retries a failed replication: one failed period is enough.
+    assert failures["evaluationPeriods"] == 1
     assert failures["dimensions"]["RuleId"] == "replicate-everything"
     (rule,) = mocks.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig", "cas-store-replication").inputs[
         "rules"

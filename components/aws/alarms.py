@@ -23,8 +23,9 @@ PERIOD_S = 300
 PERIODS = 3
 MEMORY_PERCENT = 80
 REPLICATION_LAG_S = 30
-# RDS free storage floor, as a share of the allocated storage (storage autoscaling adds more).
-FREE_STORAGE_SHARE = 0.1
+# RDS free storage floor, as a share of the initial allocation: below the 10% at which storage
+# autoscaling grows the volume, so it fires when autoscaling could not (at maxAllocatedStorageGb).
+FREE_STORAGE_SHARE = 0.05
 FREEABLE_MEMORY_BYTES = 512 * 2**20
 
 
@@ -40,10 +41,15 @@ class Alarm:
     threshold: float
     statistic: str
     description: str
+    # Consecutive breaching periods before it fires.
+    periods: int = PERIODS
 
 
 def elasticache_alarms(group_id: pulumi.Output[str], nodes: int) -> list[Alarm]:
-    """Memory on every node, lag on every replica; ElastiCache names members <group>-001, -002, ..."""
+    """Memory and lag on every node (any can be the replica after a failover; the primary reports no lag).
+
+    ElastiCache names a group's nodes <group>-001, -002, ...
+    """
     alarms = []
     for index in range(1, nodes + 1):
         node = pulumi.Output.concat(group_id, f"-{index:03d}")
@@ -60,20 +66,19 @@ def elasticache_alarms(group_id: pulumi.Output[str], nodes: int) -> list[Alarm]:
                 "full. Scale aws.elasticache.nodeType up.",
             )
         )
-        if index > 1:
-            alarms.append(
-                Alarm(
-                    f"replication-lag-{index:03d}",
-                    "AWS/ElastiCache",
-                    "ReplicationLag",
-                    {"CacheClusterId": node},
-                    "GreaterThanThreshold",
-                    REPLICATION_LAG_S,
-                    "Maximum",
-                    f"JuiceFS metadata replica {index} over {REPLICATION_LAG_S} s behind: a failover now would "
-                    "lose that much acknowledged metadata.",
-                )
+        alarms.append(
+            Alarm(
+                f"replication-lag-{index:03d}",
+                "AWS/ElastiCache",
+                "ReplicationLag",
+                {"CacheClusterId": node},
+                "GreaterThanThreshold",
+                REPLICATION_LAG_S,
+                "Maximum",
+                f"JuiceFS metadata node {index}, a replica, over {REPLICATION_LAG_S} s behind: a failover now "
+                "would lose that much acknowledged metadata.",
             )
+        )
     return alarms
 
 
@@ -88,7 +93,8 @@ def rds_alarms(instance_id: pulumi.Output[str], allocated_gb: int) -> list[Alarm
             "LessThanThreshold",
             allocated_gb * FREE_STORAGE_SHARE * 2**30,
             "Minimum",
-            "JuiceFS metadata database nearly full (storage autoscaling may be at aws.rds.maxAllocatedStorageGb).",
+            "JuiceFS metadata database nearly full: storage autoscaling could not grow it (at "
+            "aws.rds.maxAllocatedStorageGb?).",
         ),
         Alarm(
             "freeable-memory",
@@ -116,7 +122,9 @@ def s3_replication_alarms(
             0,
             "Sum",
             "Objects of the CAS bucket failed to replicate to the second region: the replica (and the "
-            "metadata dumps in it) is incomplete.",
+            "metadata dumps in it) is incomplete. S3 never retries a failed replication.",
+            # One failure is enough: it is never retried.
+            periods=1,
         )
     ]
 
@@ -133,7 +141,7 @@ def register_alarms(
             dimensions=alarm.dimensions,
             statistic=alarm.statistic,
             period=PERIOD_S,
-            evaluation_periods=PERIODS,
+            evaluation_periods=alarm.periods,
             comparison_operator=alarm.comparison,
             threshold=alarm.threshold,
             # No data is no failure (a quiet bucket, a node being replaced).

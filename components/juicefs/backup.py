@@ -26,21 +26,25 @@ def s3_dump_destination(bucket: str, region: str) -> str:
     return f"s3://{bucket}.s3.{region}.amazonaws.com/{DUMP_PREFIX}/"
 
 
-def dump_script(destination: str, *, https: bool = True, dump_dir: str = DUMP_DIR) -> str:
+def dump_script(destination: str, *, keep_key: bool, https: bool = True, dump_dir: str = DUMP_DIR) -> str:
     """Dump the metadata named by $META_URL (password in $META_PASSWORD) and copy it to `destination`.
 
     The dump is written under a temporary name and renamed when complete (cmd/dump.go), and only
     complete files are copied, so an interrupted run leaves nothing half-written in the bucket.
+    `keep_key`: the dump keeps the volume's RSA key (`--keep-secret-key`); without it JuiceFS drops
+    the key (pkg/meta/config.go RemoveSecret), cannot be given it again after a load, and a restored
+    encrypted volume never mounts. JuiceFS obfuscates the key with the volume's UUID only (pkg/meta/
+    config.go), which the dump holds too, so keep it only where the key is passphrase-protected.
     """
+    dump = f'juicefs dump "${META_URL_ENV}" "$file" --binary --threads {DUMP_THREADS}'
+    if keep_key:
+        dump += " --keep-secret-key"
     sync = ["juicefs", "sync", *([] if https else ["--no-https"]), f"{dump_dir}/", destination]
     return "\n".join(
         [
             "set -eu",
             f'file="{dump_dir}/$(date -u +%Y%m%dT%H%M%SZ){DUMP_SUFFIX}"',
-            # --keep-secret-key: otherwise the dump drops the volume's RSA key (pkg/meta/config.go
-            # RemoveSecret), JuiceFS has no way to put it back, and a restored encrypted volume never
-            # mounts. The key is passphrase-protected; the volume stores no object-store key.
-            f'juicefs dump "${META_URL_ENV}" "$file" --binary --threads {DUMP_THREADS} --keep-secret-key',
+            dump,
             # A retried pod may find the temporary file of a dump that was killed.
             f"{shlex.join(sync)} --exclude '*.tmp'",
             'echo "metadata dump uploaded: $(basename "$file")"',

@@ -40,8 +40,10 @@ def generate_protected_key(
     # Losing either loses every encrypted metadata backup; the volume itself keeps a copy of the PEM.
     keep = pulumi.ResourceOptions(parent=parent, protect=True)
     key = tls.PrivateKey(f"{name}-rsa-key", algorithm="RSA", rsa_bits=2048, opts=keep)
+    # Registered even when a passphrase is given: a protected resource must not drop out of the program
+    # when juicefsPassphrase is set later (which changes nothing: the key was protected once).
+    generated = random.RandomPassword(f"{name}-rsa-passphrase", length=PASSPHRASE_LENGTH, special=False, opts=keep)
     if passphrase is None:
-        generated = random.RandomPassword(f"{name}-rsa-passphrase", length=PASSPHRASE_LENGTH, special=False, opts=keep)
         passphrase = pulumi.Output.secret(generated.result)
     plain: pulumi.Output[str] = pulumi.Output.secret(key.private_key_pem)
     protected = command.local.Command(

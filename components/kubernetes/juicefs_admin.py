@@ -164,9 +164,8 @@ class JuiceFsAdmin(pulumi.ComponentResource):
                 }
             },
         }
-        template = self._pod_template(
-            dump_script(destination), [dump_volume], [{"name": "dumps", "mount_path": DUMP_DIR}]
-        )
+        script = dump_script(destination, keep_key=self._settings.juicefs.metadata_dump_keeps_key)
+        template = self._pod_template(script, [dump_volume], [{"name": "dumps", "mount_path": DUMP_DIR}])
         k8s.batch.v1.CronJob(
             f"{self._name}-metadata-dump",
             metadata={"namespace": kube.csi_namespace, "labels": labels("juicefs-admin")},

@@ -12,17 +12,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from components.juicefs.backup import DUMP_PREFIX, DUMP_SUFFIX, dump_script, restore_commands
 
 from .servers import RedisServer, describe
 from .sync_volume import RESTORED_META_ENV, SyncVolume, tree_digest
 
 
+@pytest.mark.parametrize("keep_key", [True, False], ids=["keeps-key", "drops-key"])
 def test_a_dump_in_the_bucket_restores_the_encrypted_volume_into_an_empty_engine(
-    encrypted_sync_volume: SyncVolume, redis_server: RedisServer, tmp_path: Path
+    encrypted_sync_volume: SyncVolume, redis_server: RedisServer, tmp_path: Path, keep_key: bool
 ) -> None:
     """Prod's volume is encrypted: the dump must carry its (passphrase-protected) key, which JuiceFS
-    cannot be given again after a load, or the restored volume never mounts."""
+    cannot be given again after a load, or the restored volume can never be read."""
     sync_volume = encrypted_sync_volume
     source = tmp_path / "source"
     for index in range(40):
@@ -33,7 +36,8 @@ def test_a_dump_in_the_bucket_restores_the_encrypted_volume_into_an_empty_engine
     (source / "ac" / "content" / "d" / "entry").write_text("action result")
     sync_volume.put_files(source)
 
-    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(sync_volume.admin_dir()))
+    dump_dir = str(sync_volume.admin_dir())
+    script = dump_script(sync_volume.s3_prefix_url, keep_key=keep_key, https=False, dump_dir=dump_dir)
     dumped = sync_volume.run_admin(script, META_URL=sync_volume.meta_url)
     assert dumped.returncode == 0, describe(dumped)
     keys = sync_volume.gateway.list_keys(sync_volume.bucket, f"{DUMP_PREFIX}/")
@@ -53,6 +57,10 @@ def test_a_dump_in_the_bucket_restores_the_encrypted_volume_into_an_empty_engine
     result = sync_volume.run(
         ["juicefs", "sync", f"jfs://{RESTORED_META_ENV}/nativelink/", f"{restored}/"], RESTORED_META=restored_meta
     )
+    if not keep_key:
+        assert result.returncode != 0, describe(result)
+        assert "secret was removed" in result.stderr or "parse private key" in result.stderr, describe(result)
+        return
     assert result.returncode == 0, describe(result)
     assert tree_digest(restored) == tree_digest(source)
     assert len(tree_digest(source)) == 41
@@ -60,7 +68,7 @@ def test_a_dump_in_the_bucket_restores_the_encrypted_volume_into_an_empty_engine
 
 def test_a_restore_refuses_an_engine_that_holds_a_volume(sync_volume: SyncVolume, tmp_path: Path) -> None:
     """Loading over a live volume would corrupt it; `juicefs load` refuses, and so the procedure stops."""
-    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(sync_volume.admin_dir()))
+    script = dump_script(sync_volume.s3_prefix_url, keep_key=True, https=False, dump_dir=str(sync_volume.admin_dir()))
     dumped = sync_volume.run_admin(script, META_URL=sync_volume.meta_url)
     assert dumped.returncode == 0, describe(dumped)
     (key,) = sync_volume.gateway.list_keys(sync_volume.bucket, f"{DUMP_PREFIX}/")
@@ -74,7 +82,7 @@ def test_a_restore_refuses_an_engine_that_holds_a_volume(sync_volume: SyncVolume
 
 
 def test_without_the_metadata_engine_the_dump_fails_loudly(sync_volume: SyncVolume) -> None:
-    script = dump_script(sync_volume.s3_prefix_url, https=False, dump_dir=str(sync_volume.admin_dir()))
+    script = dump_script(sync_volume.s3_prefix_url, keep_key=True, https=False, dump_dir=str(sync_volume.admin_dir()))
     wrong = sync_volume.meta_url.rsplit("/", 1)[0] + "/15"
     dumped = sync_volume.run_admin(script, META_URL=wrong)
     assert dumped.returncode != 0
