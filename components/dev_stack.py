@@ -12,13 +12,13 @@ from components.docker.metadata_engine import RedisMetadataEngine
 from components.docker.nativelink_cluster import ClusterImages, DockerNativeLinkCluster
 from components.docker.object_store import MinioObjectStore
 from components.docker.preflight import check_host
-from components.settings import Settings
+from components.settings import DevSettings
 
 if TYPE_CHECKING:
     from components.interfaces import NativeLinkCluster
 
 
-def build_dev_stack(settings: Settings, opts: pulumi.ResourceOptions | None = None) -> dict[str, Any]:
+def build_dev_stack(settings: DevSettings, opts: pulumi.ResourceOptions | None = None) -> dict[str, Any]:
     """Register every dev resource; returns the stack outputs."""
     prefix = settings.docker.network_name
     base = opts or pulumi.ResourceOptions()

@@ -14,7 +14,6 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws.alarms import StackAlarms
-from components.aws.common import require_aws_settings
 from components.aws.metadata_engine import (
     RDS_CA_DIR,
     RDS_CA_FILE,
@@ -26,17 +25,17 @@ from components.aws.object_store import S3ObjectStore
 from components.kubernetes.juicefs_admin import JuiceFsAdmin
 from components.kubernetes.juicefs_volume import CsiJuiceFsVolume, MountPodFiles, check_encryption_secrets
 from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster, create_namespace
-from components.settings import PROJECT, Settings
+from components.settings import PROJECT, ProdSettings
 
 if TYPE_CHECKING:
     from components.stack import StackSecrets
 
 
 def build_prod_stack(
-    settings: Settings, secrets: StackSecrets, opts: pulumi.ResourceOptions | None = None
+    settings: ProdSettings, secrets: StackSecrets, opts: pulumi.ResourceOptions | None = None
 ) -> dict[str, Any]:
     """Register every prod resource; returns the stack outputs."""
-    aws_settings = require_aws_settings(settings, "build_prod_stack")
+    aws_settings = settings.aws
     # Everything checkable without the cloud fails here, before any resource is registered.
     check_encryption_secrets(settings, secrets)
     base = opts or pulumi.ResourceOptions()

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -534,39 +535,58 @@ class KubernetesSettings(_Model):
 InsecureOverride = Literal["unencrypted-juicefs", "plaintext-metadata", "public-bucket"]
 
 
-class Settings(_Model):
-    platform: Literal["docker", "aws"]
+class _StackSettings(_Model):
+    """What both platforms share."""
+
     versions: Versions
     workers: WorkerSettings = WorkerSettings()
     nativelink: NativeLinkSettings = NativeLinkSettings()
     juicefs: JuiceFsSettings = JuiceFsSettings()
-    docker: DockerSettings = DockerSettings()
-    aws: AwsSettings | None = None
-    kubernetes: KubernetesSettings = KubernetesSettings()
     # Named, explicit opt-outs of prod guardrails; each is listed in the README.
     allow_insecure: list[InsecureOverride] = Field(default_factory=list)
 
-    def replica_bucket_name(self) -> str | None:
+
+class DevSettings(_StackSettings):
+    """platform: docker, the dev stack on the local Docker engine."""
+
+    platform: Literal["docker"]
+    docker: DockerSettings = DockerSettings()
+
+    @model_validator(mode="after")
+    def _no_encryption(self) -> DevSettings:
+        if self.juicefs.encrypt:
+            raise SettingError(
+                "juicefs.encrypt",
+                True,
+                "not supported on platform 'docker'; set it to false for dev (encryption at rest is a prod setting)",
+            )
+        return self
+
+
+class ProdSettings(_StackSettings):
+    """platform: aws, the prod stack on AWS and an existing Kubernetes cluster."""
+
+    platform: Literal["aws"]
+    aws: AwsSettings
+    kubernetes: KubernetesSettings = KubernetesSettings()
+
+    def replica_bucket_name(self) -> str:
         """The replica bucket: aws.replicaBucketName, else "<juicefs.bucketName>-<aws.replicaRegion>"."""
-        if self.aws is None:
-            return None
         if self.aws.replica_bucket_name is not None:
             return self.aws.replica_bucket_name
         return f"{self.juicefs.bucket_name}-{self.aws.replica_region}"
 
     @model_validator(mode="after")
-    def _aws_names_and_files(self) -> Settings:
+    def _aws_names_and_files(self) -> ProdSettings:
         """What would otherwise fail only once resources exist: the replica bucket, the CA bundle file."""
-        if self.platform != "aws" or self.aws is None:
-            return self
         replica = self.replica_bucket_name()
         key = "aws.replicaBucketName"
         if replica == self.juicefs.bucket_name:
             raise SettingError(key, replica, "equals juicefs.bucketName; the replica needs a bucket of its own")
-        problem = bucket_name_problem(replica or "")
+        problem = bucket_name_problem(replica)
         if problem is not None and self.aws.replica_bucket_name is None:
             # Earlier releases cut the default to 63 characters: a stack made then keeps that bucket.
-            earlier = (replica or "")[:63].rstrip("-.")
+            earlier = replica[:63].rstrip("-.")
             raise SettingError(
                 key,
                 replica,
@@ -581,64 +601,54 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _platform_needs(self) -> Settings:
-        if self.platform == "docker" and self.juicefs.encrypt:
+    def _guardrails(self) -> ProdSettings:
+        if not self.juicefs.encrypt and "unencrypted-juicefs" not in self.allow_insecure:
             raise SettingError(
                 "juicefs.encrypt",
-                True,
-                "not supported on platform 'docker'; set it to false for dev (encryption at rest is a prod setting)",
+                False,
+                "refused on platform 'aws'; set it to true, or add 'unencrypted-juicefs' to "
+                "allowInsecure to accept plaintext objects",
             )
-        if self.platform == "aws":
-            if self.aws is None:
-                raise SettingError(
-                    "aws",
-                    None,
-                    "required when platform is 'aws'; set aws.region, aws.replicaRegion, aws.vpcId, "
-                    "aws.subnetIds and aws.nodeSecurityGroupId",
-                )
-            if not self.juicefs.encrypt and "unencrypted-juicefs" not in self.allow_insecure:
-                raise SettingError(
-                    "juicefs.encrypt",
-                    False,
-                    "refused on platform 'aws'; set it to true, or add 'unencrypted-juicefs' to "
-                    "allowInsecure to accept plaintext objects",
-                )
-            if not self.aws.metadata_tls and "plaintext-metadata" not in self.allow_insecure:
-                raise SettingError(
-                    "aws.metadataTls",
-                    False,
-                    "refused on platform 'aws'; set it to true, or add 'plaintext-metadata' to allowInsecure "
-                    "to send metadata and its password unencrypted",
-                )
-            if not self.aws.block_public_access and "public-bucket" not in self.allow_insecure:
-                raise SettingError(
-                    "aws.blockPublicAccess",
-                    False,
-                    "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
-                    "bucket policies or ACLs make objects public",
-                )
-            # NetworkPolicies admit only listed clients; left unset, an upgrade would silently cut every
-            # Bazel client off. An explicit empty list means port-forward only.
-            if not {"client_namespaces", "client_cidrs"} & self.kubernetes.model_fields_set:
-                raise SettingError(
-                    "kubernetes.clientNamespaces",
-                    None,
-                    "missing, and kubernetes.clientCidrs too: NetworkPolicies admit only the clients listed "
-                    "there to the CAS server and the scheduler. List the namespaces of your Bazel pods and/or "
-                    "the address ranges of your build machines, or set both to [] for kubectl port-forward only",
-                )
-            # A worker's fast store and work directory share one volume of this size. The store's
-            # executable copies (`<content_path>.exec`) are not counted against its size, so it can take
-            # twice fastStoreSize on disk, and a full volume fails every action.
-            needed = 2 * size_bytes(self.workers.fast_store_size)
-            if quantity_value(self.kubernetes.worker_ephemeral_storage) < needed:
-                raise SettingError(
-                    "kubernetes.workerEphemeralStorage",
-                    self.kubernetes.worker_ephemeral_storage,
-                    f"below twice workers.fastStoreSize ({self.workers.fast_store_size}): the store can take that "
-                    "much (its executable copies are not counted) and a full volume fails every action; raise it "
-                    "or lower workers.fastStoreSize",
-                )
+        if not self.aws.metadata_tls and "plaintext-metadata" not in self.allow_insecure:
+            raise SettingError(
+                "aws.metadataTls",
+                False,
+                "refused on platform 'aws'; set it to true, or add 'plaintext-metadata' to allowInsecure "
+                "to send metadata and its password unencrypted",
+            )
+        if not self.aws.block_public_access and "public-bucket" not in self.allow_insecure:
+            raise SettingError(
+                "aws.blockPublicAccess",
+                False,
+                "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
+                "bucket policies or ACLs make objects public",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_fits(self) -> ProdSettings:
+        # NetworkPolicies admit only listed clients; left unset, an upgrade would silently cut every
+        # Bazel client off. An explicit empty list means port-forward only.
+        if not {"client_namespaces", "client_cidrs"} & self.kubernetes.model_fields_set:
+            raise SettingError(
+                "kubernetes.clientNamespaces",
+                None,
+                "missing, and kubernetes.clientCidrs too: NetworkPolicies admit only the clients listed "
+                "there to the CAS server and the scheduler. List the namespaces of your Bazel pods and/or "
+                "the address ranges of your build machines, or set both to [] for kubectl port-forward only",
+            )
+        # A worker's fast store and work directory share one volume of this size. The store's
+        # executable copies (`<content_path>.exec`) are not counted against its size, so it can take
+        # twice fastStoreSize on disk, and a full volume fails every action.
+        needed = 2 * size_bytes(self.workers.fast_store_size)
+        if quantity_value(self.kubernetes.worker_ephemeral_storage) < needed:
+            raise SettingError(
+                "kubernetes.workerEphemeralStorage",
+                self.kubernetes.worker_ephemeral_storage,
+                f"below twice workers.fastStoreSize ({self.workers.fast_store_size}): the store can take that "
+                "much (its executable copies are not counted) and a full volume fails every action; raise it "
+                "or lower workers.fastStoreSize",
+            )
         maximum = self.kubernetes.autoscale_max_workers
         if maximum is not None and maximum < self.workers.count:
             raise SettingError(
@@ -650,8 +660,18 @@ class Settings(_Model):
         return self
 
 
+# One model per platform, chosen by `platform`: each stack's components get exactly their settings.
+Settings = Annotated[DevSettings | ProdSettings, Field(discriminator="platform")]
+_SETTINGS: TypeAdapter[DevSettings | ProdSettings] = TypeAdapter(Settings)
+PLATFORMS: dict[str, type[DevSettings | ProdSettings]] = {"docker": DevSettings, "aws": ProdSettings}
+
+
 # The top-level keys of the project namespace, as set in Pulumi.<stack>.yaml.
-TOP_LEVEL_KEYS = tuple((field.alias or name) for name, field in Settings.model_fields.items())
+TOP_LEVEL_KEYS = tuple(
+    dict.fromkeys(
+        (field.alias or name) for model in (DevSettings, ProdSettings) for name, field in model.model_fields.items()
+    )
+)
 
 
 def describe_error(error: Mapping[str, Any], base: tuple[str, ...] = ()) -> str:
@@ -675,12 +695,39 @@ def describe_error(error: Mapping[str, Any], base: tuple[str, ...] = ()) -> str:
     return f"{key} = {value!r}: {message}"
 
 
+def _reads(model: type[BaseModel], key: str) -> bool:
+    return any((field.alias or name) == key for name, field in model.model_fields.items())
+
+
+def _describe_settings_error(error: Mapping[str, Any], platform: Any) -> str:
+    """describe_error for the platform union: its errors' paths start with the platform's tag."""
+    choices = " or ".join(repr(name) for name in PLATFORMS)
+    if error["type"] == "union_tag_not_found":
+        return f"{PROJECT}:platform: missing; set it to {choices} (`pulumi config set platform <docker|aws>`)"
+    if error["type"] == "union_tag_invalid":
+        return f"{PROJECT}:platform = {platform!r}: not a platform; set it to {choices}"
+    location = tuple(error["loc"][1:])
+    if error["type"] == "missing" and location == ("aws",):
+        return (
+            f"{PROJECT}:aws: missing; required when platform is 'aws': set aws.region, aws.replicaRegion, "
+            "aws.vpcId, aws.subnetIds and aws.nodeSecurityGroupId (`pulumi config set --path aws.region us-east-1`)"
+        )
+    owners = [name for name, model in PLATFORMS.items() if location and _reads(model, str(location[0]))]
+    if error["type"] == "extra_forbidden" and len(location) == 1 and owners:
+        return (
+            f"{PROJECT}:{location[0]}: read only on platform {owners[0]!r}, and this stack's platform is "
+            f"{platform!r}; remove it with `pulumi config rm {PROJECT}:{location[0]}`"
+        )
+    return describe_error({**error, "loc": location})
+
+
 def parse_settings(raw: Mapping[str, Any]) -> Settings:
-    """Validate raw config values (top-level key -> value) into Settings, or raise ConfigError."""
+    """Validate raw config values (top-level key -> value) into the platform's settings, or raise ConfigError."""
     try:
-        return Settings.model_validate(dict(raw))
+        return _SETTINGS.validate_python(dict(raw))
     except ValidationError as exc:
-        problems = "\n".join(f"  - {describe_error(error)}" for error in exc.errors())
+        platform = raw.get("platform")
+        problems = "\n".join(f"  - {_describe_settings_error(error, platform)}" for error in exc.errors())
         raise ConfigError(f"invalid stack config ({exc.error_count()} problem(s)):\n{problems}") from None
 
 
@@ -693,10 +740,12 @@ def load_settings(get_object: Callable[[str], Any], all_keys: Mapping[str, str])
     prefix = f"{PROJECT}:"
     unknown = sorted(key for key in all_keys if key.startswith(prefix) and key[len(prefix) :] not in TOP_LEVEL_KEYS)
     if unknown:
+        model = PLATFORMS.get(str(get_object("platform")))
+        read = [key for key in TOP_LEVEL_KEYS if model is None or _reads(model, key)]
         raise ConfigError(
             "invalid stack config: unknown key(s) "
             + ", ".join(unknown)
-            + f"; the program reads {', '.join(prefix + key for key in TOP_LEVEL_KEYS)}"
+            + f"; the program reads {', '.join(prefix + key for key in read)}"
         )
     raw = {key: value for key in TOP_LEVEL_KEYS if (value := get_object(key)) is not None}
     return parse_settings(raw)

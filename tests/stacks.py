@@ -11,7 +11,7 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.settings import PROJECT, Settings, parse_settings
+from components.settings import PROJECT, DevSettings, ProdSettings, Settings, parse_settings
 from components.stack import SECRET_KEYS, StackSecrets, build_stack
 from tests.mocks import RecordingMocks
 
@@ -55,6 +55,20 @@ def stack_settings(stack: str, **overrides: Any) -> Settings:
     if stack == "prod":
         raw = merged(raw, {"aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}})
     return parse_settings(merged(raw, overrides))
+
+
+def dev_settings(**overrides: Any) -> DevSettings:
+    """Pulumi.dev.yaml's settings with `overrides` merged in, typed as the dev stack's."""
+    settings = stack_settings("dev", **overrides)
+    assert isinstance(settings, DevSettings)
+    return settings
+
+
+def prod_stack_settings(**overrides: Any) -> ProdSettings:
+    """Pulumi.prod.yaml's settings with `overrides` merged in, typed as the prod stack's."""
+    settings = stack_settings("prod", **overrides)
+    assert isinstance(settings, ProdSettings)
+    return settings
 
 
 def run_program(program: Callable[[], Any]) -> None:

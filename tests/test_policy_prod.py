@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from components.settings import ProdSettings
 from components.stack import StackSecrets
 from tests.mocks import RecordingMocks
 from tests.policy_harness import messages, violations
@@ -55,6 +56,6 @@ ENGINE_TYPES = {"redis": pack.REPLICATION_GROUP, "postgres": pack.RDS_INSTANCE}
 @pytest.mark.parametrize("engine", ENGINE_TYPES)
 def test_prod_stack_passes_every_policy(mocks: RecordingMocks, engine: str) -> None:
     settings = stack_settings("prod", aws={"metadataEngine": engine})
-    assert settings.aws is not None and settings.aws.metadata_engine == engine
+    assert isinstance(settings, ProdSettings) and settings.aws.metadata_engine == engine
     build(mocks, settings, prod_secrets())
     assert_passes_and_was_checked(mocks, ENGINE_TYPES[engine])

@@ -13,12 +13,21 @@ from components.juicefs.backup import dump_script
 from components.juicefs.commands import forget_stored_keys_script
 from components.juicefs.encryption_key import ENCRYPT_KEY_COMMAND
 from components.nativelink import layout
-from components.settings import ConfigError, Settings, parse_settings
+from components.settings import ConfigError, ProdSettings, parse_settings
 from components.stack import StackSecrets
 from tests.graph import input_sources
 from tests.mocks import RecordingMocks, is_secret, plaintext_strings, reveal
 from tests.netpol import Address, Peer, Pod, Policies
-from tests.stacks import ROOT, TEST_CA_BUNDLE, build, build_fresh, merged, resolve_exports, stack_config, stack_settings
+from tests.stacks import (
+    ROOT,
+    TEST_CA_BUNDLE,
+    build,
+    build_fresh,
+    merged,
+    prod_stack_settings,
+    resolve_exports,
+    stack_config,
+)
 
 NODE_SG = "sg-0123456789abcdef0"
 
@@ -43,9 +52,9 @@ SERVICE = "kubernetes:core/v1:Service"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
 
-def prod_settings(engine: str = "redis", **overrides: Any) -> Settings:
+def prod_settings(engine: str = "redis", **overrides: Any) -> ProdSettings:
     """Pulumi.prod.yaml's settings on the metadata engine `engine`, with `overrides` merged in."""
-    return stack_settings("prod", **merged({"aws": {"metadataEngine": engine}}, overrides))
+    return prod_stack_settings(**merged({"aws": {"metadataEngine": engine}}, overrides))
 
 
 def supplied_secrets(**changes: pulumi.Output[str] | None) -> StackSecrets:
@@ -1108,7 +1117,7 @@ def test_alarms_watch_the_metadata_engine_and_replication(mocks: RecordingMocks,
     else:
         assert alarms["free-storage"]["dimensions"] == {"DBInstanceIdentifier": "metadata-postgres-db"}
         # Below the 10% at which RDS storage autoscaling grows the volume: fires when it could not.
-        assert alarms["free-storage"]["threshold"] == settings.aws.rds.allocated_storage_gb * 0.05 * 2**30  # type: ignore[union-attr]
+        assert alarms["free-storage"]["threshold"] == settings.aws.rds.allocated_storage_gb * 0.05 * 2**30
     failures = alarms["s3-replication-failures"]
     assert failures["metricName"] == "OperationsFailedReplication"
     # S3 never retries a failed replication: one failed period is enough.

@@ -8,7 +8,7 @@ import pytest
 from cryptography import x509
 
 from components.aws.metadata_engine import load_ca_bundle
-from components.settings import RdsSettings
+from components.settings import ProdSettings, RdsSettings
 from tests.stacks import stack_settings
 
 BUNDLE = RdsSettings().ca_bundle_file
@@ -35,8 +35,9 @@ def test_the_bundle_holds_only_amazon_rds_certificate_authorities() -> None:
 
 @pytest.mark.parametrize("region_key", ["region", "replica_region"])
 def test_current_root_cas_cover_the_prod_regions(region_key: str) -> None:
-    aws = stack_settings("prod").aws
-    assert aws is not None
+    settings = stack_settings("prod")
+    assert isinstance(settings, ProdSettings)
+    aws = settings.aws
     region = getattr(aws, region_key)
     now = datetime.datetime.now(datetime.UTC)
     current = {

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from components.juicefs.backup import restore_commands, s3_dump_destination
 from components.nativelink import layout
 from components.nativelink.render import SCHEDULER
-from components.settings import Settings
+from components.settings import PLATFORMS
 from components.stack import SECRET_KEYS
 from tests.mocks import RecordingMocks
 from tests.stacks import build, fresh_exports, resolve_exports, stack_settings
@@ -22,8 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def setting_keys(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[str]:
-    """Every config key the settings accept, objects and leaves, as `pulumi config set --path` spells it."""
+def setting_keys(model: type[BaseModel] | None = None, prefix: str = "") -> Iterator[str]:
+    """Every config key the settings accept, objects and leaves, as `pulumi config set --path` spells it.
+
+    Without a model: the keys of every platform's settings, each once.
+    """
+    if model is None:
+        yield from dict.fromkeys(key for platform in PLATFORMS.values() for key in setting_keys(platform))
+        return
     for name, field in model.model_fields.items():
         key = prefix + (field.alias or name)
         yield key

@@ -6,8 +6,16 @@ from typing import Any
 
 import pytest
 
-from components.settings import PROJECT, ConfigError, Settings, load_settings, parse_settings, size_bytes
-from tests.stacks import stack_config
+from components.settings import (
+    PROJECT,
+    ConfigError,
+    DevSettings,
+    ProdSettings,
+    load_settings,
+    parse_settings,
+    size_bytes,
+)
+from tests.stacks import stack_config, stack_settings
 
 
 def with_value(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -30,6 +38,7 @@ def test_dev_stack_file_is_valid() -> None:
 def test_defaults_fill_what_the_stack_leaves_out() -> None:
     minimal = {"platform": "docker", "versions": stack_config("dev")["versions"]}
     settings = parse_settings(minimal)
+    assert isinstance(settings, DevSettings)
     assert settings.docker.ports.cas == 50051
     assert settings.docker.ports.scheduler == 50052
     assert settings.docker.ports.minio_console is None
@@ -134,7 +143,7 @@ def test_bad_prod_value_is_refused_naming_the_key(path: str, value: Any, key: st
 
 def test_the_default_replica_bucket_is_named_after_the_bucket_and_region() -> None:
     settings = parse_settings(stack_config("prod"))
-    assert settings.aws is not None and settings.aws.replica_bucket_name is None
+    assert isinstance(settings, ProdSettings) and settings.aws.replica_bucket_name is None
     assert settings.replica_bucket_name() == f"{settings.juicefs.bucket_name}-{settings.aws.replica_region}"
 
 
@@ -152,8 +161,29 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_aws_platform_needs_aws_settings() -> None:
-    with pytest.raises(ConfigError, match="nativelink-juicefs:aws = None: required when platform is 'aws'"):
+    with pytest.raises(ConfigError) as error:
         parse_settings(with_value(stack_config("dev"), "platform", "aws"))
+    message = str(error.value)
+    assert "nativelink-juicefs:aws: missing; required when platform is 'aws': set aws.region" in message
+    # One settings model per platform: what only the other platform reads is refused by name.
+    assert "nativelink-juicefs:docker: read only on platform 'docker', and this stack's platform is 'aws'" in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({}, "nativelink-juicefs:platform: missing; set it to 'docker' or 'aws'"),
+        # A typo is a typo, not the other platform's key.
+        ({"platform": "docker", "wrokers": {}}, "nativelink-juicefs:wrokers: unknown setting"),
+        ({"platform": "gcp"}, "nativelink-juicefs:platform = 'gcp': not a platform; set it to 'docker' or 'aws'"),
+    ],
+)
+def test_the_platform_chooses_the_settings(raw: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(raw)
+    assert expected in str(error.value)
+    assert isinstance(parse_settings(stack_config("dev")), DevSettings)
+    assert isinstance(stack_settings("prod"), ProdSettings)
 
 
 def test_unknown_top_level_key_is_refused_before_validation() -> None:
@@ -168,5 +198,5 @@ def test_unknown_top_level_key_is_refused_before_validation() -> None:
 def test_load_settings_reads_each_top_level_key() -> None:
     config = stack_config("dev")
     settings = load_settings(config.get, {f"{PROJECT}:{key}": "x" for key in config})
-    assert isinstance(settings, Settings)
+    assert isinstance(settings, DevSettings)
     assert settings == parse_settings(config)

@@ -9,14 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 if TYPE_CHECKING:
-    from components.settings import AwsSettings, Settings
-
-
-def require_aws_settings(settings: Settings, user: str) -> AwsSettings:
-    """`settings.aws`, which `user` cannot do without (validation already demands it on platform aws)."""
-    if settings.aws is None:
-        raise ValueError(f"{user} needs aws settings")
-    return settings.aws
+    from components.settings import AwsSettings
 
 
 def kms_key(

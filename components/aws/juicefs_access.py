@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
-from components.aws.common import policy_json, require_aws_settings
+from components.aws.common import policy_json
 
 if TYPE_CHECKING:
-    from components.settings import Settings
+    from components.settings import ProdSettings
 
 # The Kubernetes service account the JuiceFS mount pods run as on the IRSA path; it lives in
 # kubernetes.csiNamespace, where the CSI driver starts mount pods.
@@ -99,13 +99,13 @@ class JuiceFsS3Access(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: Settings,
+        settings: ProdSettings,
         bucket_arn: pulumi.Input[str],
         key_arn: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:storage:JuiceFsS3Access", name, None, opts)
-        aws_settings = require_aws_settings(settings, "JuiceFsS3Access")
+        aws_settings = settings.aws
         child = pulumi.ResourceOptions(parent=self)
         policy = juicefs_s3_policy(bucket_arn, key_arn, aws_settings.region)
         self.role_arn = None

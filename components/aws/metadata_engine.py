@@ -15,10 +15,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws.alarms import Alarm, elasticache_alarms, rds_alarms
-from components.aws.common import kms_key, require_aws_settings
+from components.aws.common import kms_key
 from components.juicefs.commands import postgres_meta_url, redis_meta_url
 from components.passwords import generated_password
-from components.settings import PROJECT_ROOT, AwsSettings, ConfigError, Settings, ca_bundle_problem
+from components.settings import PROJECT_ROOT, AwsSettings, ConfigError, ProdSettings, ca_bundle_problem
 
 REDIS_PORT = 6379
 REDIS_DB = 1
@@ -107,9 +107,9 @@ class ElastiCacheMetadataEngine(pulumi.ComponentResource):
     primary_endpoint: pulumi.Output[str]
     alarms: list[Alarm]
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, settings: ProdSettings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:metadata:ElastiCache", name, None, opts)
-        aws_settings = require_aws_settings(settings, "ElastiCacheMetadataEngine")
+        aws_settings = settings.aws
         cache = aws_settings.elasticache
         region = aws_settings.region
         tls = aws_settings.metadata_tls
@@ -183,9 +183,9 @@ class RdsMetadataEngine(pulumi.ComponentResource):
     # PEM the mount pod needs at RDS_CA_DIR/RDS_CA_FILE; None when TLS is off.
     ca_bundle_pem: str | None
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, settings: ProdSettings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:metadata:RdsPostgres", name, None, opts)
-        aws_settings = require_aws_settings(settings, "RdsMetadataEngine")
+        aws_settings = settings.aws
         rds = aws_settings.rds
         region = aws_settings.region
         tls = aws_settings.metadata_tls

@@ -17,13 +17,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws.alarms import Alarm, s3_replication_alarms
-from components.aws.common import kms_key, policy_json, require_aws_settings, service_trust_policy
+from components.aws.common import kms_key, policy_json, service_trust_policy
 from components.aws.juicefs_access import JuiceFsS3Access
 from components.juicefs.backup import DUMP_PREFIX
 from components.juicefs.commands import StorageType, s3_bucket_url
 
 if TYPE_CHECKING:
-    from components.settings import AwsSettings, Settings
+    from components.settings import AwsSettings, ProdSettings
 
 # Whatever resource configures a bucket (versioning, encryption, policy, ...).
 BucketSetting = TypeVar("BucketSetting", bound=pulumi.CustomResource)
@@ -40,7 +40,7 @@ class HardenedBucket:
 
 
 def _hardened_bucket(
-    name: str, bucket_name: str, region: str, settings: Settings, aws_settings: AwsSettings, parent: pulumi.Resource
+    name: str, bucket_name: str, region: str, settings: ProdSettings, aws_settings: AwsSettings, parent: pulumi.Resource
 ) -> HardenedBucket:
     """A bucket with its own KMS key, versioning, no public access, TLS-only policy and version expiry."""
     key = kms_key(f"{name}-key", f"S3 SSE-KMS for {bucket_name}", region, aws_settings, parent)
@@ -183,13 +183,6 @@ def replication_policy(
     )
 
 
-def require_replica_bucket_name(settings: Settings) -> str:
-    name = settings.replica_bucket_name()
-    if name is None:
-        raise ValueError("S3ObjectStore needs aws settings")
-    return name
-
-
 def s3_identity(access: JuiceFsS3Access) -> pulumi.Output[str]:
     """Which identity JuiceFS reaches S3 with, naming no secret: the IRSA role, or a digest of the key id."""
     if access.role_arn is not None:
@@ -216,16 +209,16 @@ class S3ObjectStore(pulumi.ComponentResource):
     access_policy: pulumi.Resource
     alarms: list[Alarm]
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, settings: ProdSettings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("nativelink:storage:S3ObjectStore", name, None, opts)
-        aws_settings = require_aws_settings(settings, "S3ObjectStore")
+        aws_settings = settings.aws
         region, replica_region = aws_settings.region, aws_settings.replica_region
 
         primary = _hardened_bucket(
             f"{name}-primary", settings.juicefs.bucket_name, region, settings, aws_settings, self
         )
         replica = _hardened_bucket(
-            f"{name}-replica", require_replica_bucket_name(settings), replica_region, settings, aws_settings, self
+            f"{name}-replica", settings.replica_bucket_name(), replica_region, settings, aws_settings, self
         )
 
         role = aws.iam.Role(

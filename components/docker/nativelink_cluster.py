@@ -31,7 +31,7 @@ from components.nativelink.render import Endpoints, render_cluster
 
 if TYPE_CHECKING:
     from components.nativelink.schema import CasConfig
-    from components.settings import Settings
+    from components.settings import DevSettings
 
 # The CAS server runs without CAP_DAC_OVERRIDE (and every other capability: it needs none), so the
 # read-only mount point underneath JuiceFS refuses its writes whenever JuiceFS is not mounted there.
@@ -74,7 +74,7 @@ class DockerNativeLinkCluster(NativeLinkTier):
         self,
         name: str,
         *,
-        settings: Settings,
+        settings: DevSettings,
         images: ClusterImages,
         network: pulumi.Input[str],
         shared_host_path: pulumi.Input[str],
@@ -131,7 +131,7 @@ class NativeLinkContainers:
     def __init__(
         self,
         parent: pulumi.Resource,
-        settings: Settings,
+        settings: DevSettings,
         images: ClusterImages,
         network: pulumi.Input[str],
         worker_network: pulumi.Input[str],

@@ -29,7 +29,7 @@ from components.kubernetes.pods import labels, scratch_volume
 if TYPE_CHECKING:
     from components.interfaces import MetadataEngine, ObjectStore
     from components.kubernetes.juicefs_volume import MountPodFiles
-    from components.settings import Settings
+    from components.settings import ProdSettings
 
 # Six hours for a dump of a very large CAS; a run still going then is stopped and retried next time.
 DUMP_DEADLINE_S = 6 * 3600
@@ -55,7 +55,7 @@ class JuiceFsAdmin(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: Settings,
+        settings: ProdSettings,
         metadata: MetadataEngine,
         store: ObjectStore,
         block_storage: pulumi.Resource,
@@ -89,10 +89,8 @@ class JuiceFsAdmin(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=ready),
         )
 
-        aws_settings = settings.aws
-        if aws_settings is not None:
-            destination = s3_dump_destination(settings.juicefs.bucket_name, aws_settings.region)
-            self._metadata_dump(destination, [*ready, block_storage])
+        destination = s3_dump_destination(settings.juicefs.bucket_name, settings.aws.region)
+        self._metadata_dump(destination, [*ready, block_storage])
         self.register_outputs({})
 
     def _pod_template(self, script: str, volumes: list[Any], volume_mounts: list[Any] | None = None) -> Any:

@@ -27,7 +27,7 @@ import pulumi_kubernetes as k8s
 from components.aws.juicefs_access import CSI_NODE_SERVICE_ACCOUNT, MOUNT_SERVICE_ACCOUNT
 from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv
 from components.juicefs.encryption_key import GeneratedKey, generate_protected_key
-from components.settings import ConfigError, JuiceFsSettings, Settings, size_bytes
+from components.settings import ConfigError, JuiceFsSettings, ProdSettings, size_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -56,7 +56,7 @@ class MountPodFiles:
     files: Mapping[str, str] = field(default_factory=dict)
 
 
-def check_encryption_secrets(settings: Settings, secrets: StackSecrets) -> None:
+def check_encryption_secrets(settings: ProdSettings, secrets: StackSecrets) -> None:
     """Refuse key/passphrase combinations that would fail at format time or protect nothing."""
     if not settings.juicefs.encrypt:
         return
@@ -107,12 +107,12 @@ def cache_volume_size(settings: JuiceFsSettings) -> str:
     return f"{math.ceil(needed / 2**30)}Gi"
 
 
-def files_secret_name(settings: Settings, files: MountPodFiles) -> str:
+def files_secret_name(settings: ProdSettings, files: MountPodFiles) -> str:
     return f"{settings.kubernetes.storage_class_name}-credentials-{files.name}"
 
 
 def csi_chart_values(
-    settings: Settings, mount_files: Sequence[MountPodFiles] = (), mount_role_arn: pulumi.Input[str] | None = None
+    settings: ProdSettings, mount_files: Sequence[MountPodFiles] = (), mount_role_arn: pulumi.Input[str] | None = None
 ) -> dict[str, object]:
     # The node plugin and the controller run `juicefs` against the metaurl themselves (the volume's UUID
     # at NodePublish, `quota set` at provisioning and expansion: csi-driver pkg/config/command.go
@@ -178,7 +178,7 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: Settings,
+        settings: ProdSettings,
         secrets: StackSecrets,
         metadata: MetadataEngine,
         store: ObjectStore,

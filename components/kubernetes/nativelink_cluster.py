@@ -31,7 +31,7 @@ from components.nativelink.render import ClusterConfigs, Endpoints, render_clust
 from components.settings import quantity_value
 
 if TYPE_CHECKING:
-    from components.settings import Settings
+    from components.settings import ProdSettings
 
 CAS = "nativelink-cas"
 # The CAS StatefulSet's headless governing service.
@@ -72,7 +72,7 @@ def cluster_endpoints(namespace: str) -> Endpoints:
 
 
 def create_namespace(
-    name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+    name: str, settings: ProdSettings, opts: pulumi.ResourceOptions | None = None
 ) -> k8s.core.v1.Namespace:
     """The namespace of the NativeLink tier; the JuiceFS claim lives there too, so it comes first."""
     return k8s.core.v1.Namespace(
@@ -94,7 +94,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
     def __init__(
         self,
         name: str,
-        settings: Settings,
+        settings: ProdSettings,
         namespace: k8s.core.v1.Namespace,
         claim_name: pulumi.Input[str],
         block_storage: pulumi.Resource,

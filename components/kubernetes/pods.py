@@ -15,7 +15,7 @@ import pulumi
 from components.nativelink import layout
 
 if TYPE_CHECKING:
-    from components.settings import ContainerResources, Settings
+    from components.settings import ContainerResources, ProdSettings
 
 CONFIG_KEY = "config.json5"
 CHECKSUM_ANNOTATION = "checksum/config"
@@ -105,7 +105,7 @@ def worker_security() -> Any:
 
 def container(
     component: str,
-    settings: Settings,
+    settings: ProdSettings,
     amounts: ContainerResources,
     *,
     ports: list[dict[str, Any]],
@@ -146,7 +146,7 @@ def scratch_volume() -> tuple[Any, Any]:
     )
 
 
-def worker_root_volume(settings: Settings) -> Any:
+def worker_root_volume(settings: ProdSettings) -> Any:
     """A block volume per worker pod, deleted with it: the node's disk (often 20 GiB) need not hold it."""
     kube = settings.kubernetes
     claim_spec = {
@@ -160,7 +160,7 @@ def worker_root_volume(settings: Settings) -> Any:
     }
 
 
-def store_owner_init(settings: Settings) -> Any:
+def store_owner_init(settings: ProdSettings) -> Any:
     """Hands the CAS server's store directories to NATIVELINK_UID before it starts.
 
     Earlier releases ran the CAS server as root, so an existing volume's directories are root's; the
@@ -186,7 +186,7 @@ def store_owner_init(settings: Settings) -> Any:
 
 
 def pod_spec(
-    settings: Settings,
+    settings: ProdSettings,
     main: Any,
     config_map_name: pulumi.Input[str],
     volumes: list[dict[str, Any]],

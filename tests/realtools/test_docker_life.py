@@ -43,7 +43,7 @@ from components.docker.juicefs_volume import DATA_DIR_NAME, MOUNT_DIR_NAME
 from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv
 from components.nativelink import layout
 from tests.mocks import RecordingMocks, reveal
-from tests.stacks import build, stack_settings
+from tests.stacks import build, dev_settings
 
 from .container import force_cleanup, mounts_at, own_mount
 from .docker_replay import RunSpec, Swaps, mount_options, run_spec
@@ -122,7 +122,7 @@ def _envs(inputs: Mapping[str, Any]) -> dict[str, str]:
 
 
 def recorded_dev_spec(mocks: RecordingMocks) -> DevSpec:
-    settings = stack_settings("dev")
+    settings = dev_settings()
     build(mocks, settings)
     containers = {name: reveal(mocks.one(CONTAINER, name).inputs) for name in (REDIS, MINIO, HOST_DIR_JOB, MOUNT, CAS)}
     script = containers[MOUNT]["command"][2]

@@ -30,8 +30,8 @@ from components.juicefs.commands import (
     postgres_meta_url,
     redis_meta_url,
 )
-from components.settings import JuiceFsSettings
-from tests.stacks import stack_settings
+from components.settings import JuiceFsSettings, ProdSettings, parse_settings
+from tests.stacks import merged, stack_config
 
 from .container import (
     MountHost,
@@ -59,21 +59,27 @@ CASES = [
 
 def prod_settings(engine: str, algo: str, **juicefs: Any) -> JuiceFsSettings:
     """A prod stack's JuiceFS settings: platform aws, encryption on (the guardrail demands it)."""
-    settings = stack_settings(
-        "dev",
-        platform="aws",
-        aws={
-            "region": "eu-west-1",
-            "replicaRegion": "eu-central-1",
-            "vpcId": "vpc-0123456789abcdef0",
-            "subnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
-            "nodeSecurityGroupId": "sg-0123456789abcdef0",
-            "metadataEngine": engine,
-        },
-        juicefs={"encrypt": True, "encryptAlgo": algo, "trashDays": TRASH_DAYS, **juicefs},
-        kubernetes={"clientNamespaces": []},
+    # Dev's settings on platform aws, without the dev-only docker block.
+    dev = {key: value for key, value in stack_config("dev").items() if key != "docker"}
+    settings = parse_settings(
+        merged(
+            dev,
+            {
+                "platform": "aws",
+                "aws": {
+                    "region": "eu-west-1",
+                    "replicaRegion": "eu-central-1",
+                    "vpcId": "vpc-0123456789abcdef0",
+                    "subnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+                    "nodeSecurityGroupId": "sg-0123456789abcdef0",
+                    "metadataEngine": engine,
+                },
+                "juicefs": {"encrypt": True, "encryptAlgo": algo, "trashDays": TRASH_DAYS, **juicefs},
+                "kubernetes": {"clientNamespaces": []},
+            },
+        )
     )
-    assert settings.platform == "aws" and settings.aws is not None and settings.aws.metadata_engine == engine
+    assert isinstance(settings, ProdSettings) and settings.aws.metadata_engine == engine
     return settings.juicefs
 
 
