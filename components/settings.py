@@ -602,27 +602,28 @@ class ProdSettings(_StackSettings):
 
     @model_validator(mode="after")
     def _guardrails(self) -> ProdSettings:
-        if not self.juicefs.encrypt and "unencrypted-juicefs" not in self.allow_insecure:
-            raise SettingError(
-                "juicefs.encrypt",
-                False,
-                "refused on platform 'aws'; set it to true, or add 'unencrypted-juicefs' to "
-                "allowInsecure to accept plaintext objects",
-            )
-        if not self.aws.metadata_tls and "plaintext-metadata" not in self.allow_insecure:
-            raise SettingError(
+        guardrails: list[tuple[bool, InsecureOverride, str, str]] = [
+            (self.juicefs.encrypt, "unencrypted-juicefs", "juicefs.encrypt", "accept plaintext objects"),
+            (
+                self.aws.metadata_tls,
+                "plaintext-metadata",
                 "aws.metadataTls",
-                False,
-                "refused on platform 'aws'; set it to true, or add 'plaintext-metadata' to allowInsecure "
-                "to send metadata and its password unencrypted",
-            )
-        if not self.aws.block_public_access and "public-bucket" not in self.allow_insecure:
-            raise SettingError(
+                "send metadata and its password unencrypted",
+            ),
+            (
+                self.aws.block_public_access,
+                "public-bucket",
                 "aws.blockPublicAccess",
-                False,
-                "refused on platform 'aws'; set it to true, or add 'public-bucket' to allowInsecure to let "
-                "bucket policies or ACLs make objects public",
-            )
+                "let bucket policies or ACLs make objects public",
+            ),
+        ]
+        for enabled, override, key, consequence in guardrails:
+            if not enabled and override not in self.allow_insecure:
+                raise SettingError(
+                    key,
+                    False,
+                    f"refused on platform 'aws'; set it to true, or add {override!r} to allowInsecure to {consequence}",
+                )
         return self
 
     @model_validator(mode="after")

@@ -1077,11 +1077,13 @@ def test_prod_names_its_clients_or_says_port_forward_only() -> None:
         assert parse_settings(merged(raw, {"kubernetes": lists, "aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}}))
 
 
-def test_the_generated_passphrase_is_the_one_the_key_was_protected_with(mocks: RecordingMocks) -> None:
-    """The volume keeps its first PEM; re-protecting it with a new passphrase would lock every mount out."""
+def test_the_key_is_protected_once(mocks: RecordingMocks) -> None:
+    """The volume keeps its first PEM; re-protecting it with a new passphrase would lock every mount out,
+    so the engine must never rerun the command (a changed juicefsPassphrase or key leaves it alone)."""
     build(mocks, prod_settings(), supplied_secrets(juicefs_rsa_key=None))
     protect = mocks.one("command:local:Command", "juicefs-rsa-key-protected")
     assert protect.opts is not None and set(protect.opts.ignore_changes or []) >= {"environment", "stdin"}
+    assert not protect.inputs.get("triggers") and not protect.inputs.get("update")
 
 
 # ---- alarms

@@ -22,9 +22,9 @@ import pulumi_kubernetes as k8s
 
 from components.aws.juicefs_access import MOUNT_SERVICE_ACCOUNT
 from components.juicefs.backup import DUMP_DIR, META_URL_ENV, dump_script, s3_dump_destination
-from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv, forget_stored_keys_script
-from components.kubernetes.pods import NATIVELINK_UID as UNPRIVILEGED_UID
-from components.kubernetes.pods import labels, scratch_volume
+from components.juicefs.commands import SecretEnv, forget_stored_keys_script
+from components.kubernetes.juicefs_volume import files_secret_name, object_store_key_env
+from components.kubernetes.pods import UNPRIVILEGED_UID, labels, scratch_volume
 
 if TYPE_CHECKING:
     from components.interfaces import MetadataEngine, ObjectStore
@@ -38,15 +38,11 @@ KEEP_FINISHED_JOBS_S = 7 * 86400
 
 def admin_env(metadata: MetadataEngine, store: ObjectStore) -> dict[str, pulumi.Input[str]]:
     """What the admin runs need: metadata URL and password, and the key where there is one."""
-    env: dict[str, pulumi.Input[str]] = {
+    return {
         META_URL_ENV: metadata.meta_url,
         SecretEnv.META_PASSWORD: metadata.meta_password,
+        **object_store_key_env(store),
     }
-    if store.access_key is not None and store.secret_key is not None:
-        access, secret = CREDENTIAL_ENVS["s3"]
-        env[access] = store.access_key
-        env[secret] = store.secret_key
-    return env
 
 
 class JuiceFsAdmin(pulumi.ComponentResource):
@@ -97,7 +93,7 @@ class JuiceFsAdmin(pulumi.ComponentResource):
         files_volumes = [
             {
                 "name": files.name,
-                "secret": {"secret_name": f"{self._settings.kubernetes.storage_class_name}-credentials-{files.name}"},
+                "secret": {"secret_name": files_secret_name(self._settings, files)},
             }
             for files in self._mount_files
         ]

@@ -107,6 +107,14 @@ def cache_volume_size(settings: JuiceFsSettings) -> str:
     return f"{math.ceil(needed / 2**30)}Gi"
 
 
+def object_store_key_env(store: ObjectStore) -> dict[str, pulumi.Input[str]]:
+    """The object-store key as the client's standard variables (CREDENTIAL_ENVS); none on the IRSA path."""
+    if store.access_key is None or store.secret_key is None:
+        return {}
+    access, secret = CREDENTIAL_ENVS["s3"]
+    return {access: store.access_key, secret: store.secret_key}
+
+
 def files_secret_name(settings: ProdSettings, files: MountPodFiles) -> str:
     return f"{settings.kubernetes.storage_class_name}-credentials-{files.name}"
 
@@ -260,12 +268,9 @@ class CsiJuiceFsVolume(pulumi.ComponentResource):
         envs: dict[str, pulumi.Input[str]] = {SecretEnv.META_PASSWORD: metadata.meta_password}
         if passphrase is not None:
             envs[SecretEnv.RSA_PASSPHRASE] = passphrase
-        if store.access_key is not None and store.secret_key is not None:
-            # In the mount pod's environment, never `access-key`/`secret-key`: those the driver passes to
-            # `juicefs format`, which stores them in the volume, where they would outlive the key.
-            access, secret_env = CREDENTIAL_ENVS["s3"]
-            envs[access] = store.access_key
-            envs[secret_env] = store.secret_key
+        # In the mount pod's environment, never `access-key`/`secret-key`: those the driver passes to
+        # `juicefs format`, which stores them in the volume, where they would outlive the key.
+        envs.update(object_store_key_env(store))
         data: dict[str, pulumi.Input[str]] = {
             "name": settings.juicefs.volume_name,
             "metaurl": metadata.meta_url,

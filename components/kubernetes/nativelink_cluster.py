@@ -98,7 +98,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         namespace: k8s.core.v1.Namespace,
         claim_name: pulumi.Input[str],
         block_storage: pulumi.Resource,
-        s3_identity: pulumi.Input[str] = "",
+        s3_identity: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:cluster:KubernetesCluster", name, None, opts)

@@ -26,8 +26,9 @@ STARTUP_PERIOD_S = 10
 CAS_STARTUP_FAILURES = 180
 STARTUP_FAILURES = 30
 AWAIT_MARGIN_S = 600
-# CAS server and scheduler run as this user (the NativeLink image names none, so it would be root).
-NATIVELINK_UID = 65532
+# Every container of ours that need not be root runs as this user: CAS server, scheduler, JuiceFS admin runs
+# (the NativeLink image names no user, so it would be root).
+UNPRIVILEGED_UID = 65532
 # What a worker keeps of root's powers: owning and cleaning up whatever an action leaves behind
 # (read-only output directories included). Raw sockets, mknod, setuid and the rest go.
 WORKER_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
@@ -89,8 +90,8 @@ def nativelink_security() -> Any:
         "allow_privilege_escalation": False,
         "capabilities": {"drop": ["ALL"]},
         "run_as_non_root": True,
-        "run_as_user": NATIVELINK_UID,
-        "run_as_group": NATIVELINK_UID,
+        "run_as_user": UNPRIVILEGED_UID,
+        "run_as_group": UNPRIVILEGED_UID,
         "read_only_root_filesystem": True,
     }
 
@@ -161,14 +162,14 @@ def worker_root_volume(settings: ProdSettings) -> Any:
 
 
 def store_owner_init(settings: ProdSettings) -> Any:
-    """Hands the CAS server's store directories to NATIVELINK_UID before it starts.
+    """Hands the CAS server's store directories to UNPRIVILEGED_UID before it starts.
 
     Earlier releases ran the CAS server as root, so an existing volume's directories are root's; the
     server needs to create, rename and unlink in them (files only need to stay readable, which they
     are: 0644/0555). Directories only, to depth 3 (`<root>/{cas,ac}/{content,tmp,content.exec}/{d,s}`,
     NativeLink v1.6.6 filesystem_store.rs:1150-1175): a few stats, whatever the size of the CAS.
     """
-    owner = f"{NATIVELINK_UID}:{NATIVELINK_UID}"
+    owner = f"{UNPRIVILEGED_UID}:{UNPRIVILEGED_UID}"
     root = layout.CSI_CAS_DATA.root
     return {
         "name": "store-owner",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from components.juicefs.backup import DUMP_PREFIX
 from components.juicefs.commands import CREDENTIAL_ENVS, FormatOptions, SecretEnv, format_args
-from components.kubernetes.pods import NATIVELINK_UID as UNPRIVILEGED_UID
+from components.kubernetes.pods import UNPRIVILEGED_UID
 from tests.stacks import stack_settings
 
 from .rsa_keys import plain_pem, protect

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from components.kubernetes.pods import NATIVELINK_UID
+from components.kubernetes.pods import UNPRIVILEGED_UID
 from components.nativelink import layout
 from tests.mocks import RecordingMocks
 from tests.stacks import build, stack_settings
@@ -75,7 +75,7 @@ def setpriv() -> str:
 
 
 def run_as_cas_server(store: Path, path: Path) -> subprocess.CompletedProcess[str]:
-    uid = str(NATIVELINK_UID)
+    uid = str(UNPRIVILEGED_UID)
     return subprocess.run(
         [setpriv(), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sh", "-c", STORE_STEPS, "sh", str(store)],
         env={"PATH": str(path)},
@@ -114,7 +114,7 @@ def test_the_init_container_hands_over_the_directories_only(mocks: RecordingMock
     )
     assert init.returncode == 0, init.stderr
     directories = [store, *(p for p in store.rglob("*") if p.is_dir())]
-    assert all(d.stat().st_uid == d.stat().st_gid == NATIVELINK_UID for d in directories), directories
+    assert all(d.stat().st_uid == d.stat().st_gid == UNPRIVILEGED_UID for d in directories), directories
     assert all((store / name).stat().st_uid == 0 for name in ROOT_FILES)
 
     result = run_as_cas_server(store, path)
