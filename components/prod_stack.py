@@ -1,4 +1,4 @@
-"""The prod stack: AWS (S3, ElastiCache or RDS, KMS, IAM) plus NativeLink on an existing Kubernetes cluster.
+"""The prod stack: AWS (S3, MemoryDB, ElastiCache or RDS, KMS, IAM) plus NativeLink on an existing Kubernetes cluster.
 
 Order of creation follows the data: KMS keys and buckets, the metadata engine and JuiceFS's S3
 identity; then the CSI driver, its Secret, StorageClass and the CAS claim (formatted by the first
@@ -14,14 +14,10 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws.alarms import StackAlarms
-from components.aws.metadata_engine import (
-    RDS_CA_DIR,
-    RDS_CA_FILE,
-    ElastiCacheMetadataEngine,
-    RdsMetadataEngine,
-)
+from components.aws.metadata_engine import create_metadata_engine
 from components.aws.network_policy_check import require_network_policy_enforcement
 from components.aws.object_store import S3ObjectStore
+from components.aws.rds import RDS_CA_DIR, RDS_CA_FILE
 from components.kubernetes.juicefs_admin import JuiceFsAdmin
 from components.kubernetes.juicefs_volume import CsiJuiceFsVolume, MountPodFiles, check_encryption_secrets
 from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster, create_namespace
@@ -58,11 +54,7 @@ def build_prod_stack(
     k8s_opts = pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}))
 
     store = S3ObjectStore("cas-store", settings, opts=aws_opts)
-    engine: ElastiCacheMetadataEngine | RdsMetadataEngine
-    if aws_settings.metadata_engine == "redis":
-        engine = ElastiCacheMetadataEngine("metadata", settings, opts=aws_opts)
-    else:
-        engine = RdsMetadataEngine("metadata", settings, opts=aws_opts)
+    engine = create_metadata_engine("metadata", settings, aws_opts)
     mount_files = []
     if engine.ca_bundle_pem is not None:
         mount_files.append(MountPodFiles("rds-ca", RDS_CA_DIR, {RDS_CA_FILE: engine.ca_bundle_pem}))

@@ -355,6 +355,14 @@ class ElastiCacheSettings(_Model):
         return self
 
 
+class MemoryDbSettings(_Model):
+    node_type: str = Field("db.r7g.large", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+    engine: Literal["redis", "valkey"] = "redis"
+    engine_version: str = Field("7.1", pattern=r"^[0-9]+\.[0-9]+$")
+    replicas: int = Field(1, ge=1, le=5)
+    snapshot_retention_days: int = Field(7, ge=1, le=35)
+
+
 class RdsSettings(_Model):
     instance_class: str = Field("db.r7g.large", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     # Major only: RDS applies minor upgrades itself (the instance has auto_minor_version_upgrade).
@@ -404,7 +412,9 @@ class AwsSettings(_Model):
     alarm_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$")
     # The EKS cluster of the NativeLink tier: set, `pulumi up` checks that its VPC CNI enforces NetworkPolicy.
     eks_cluster_name: str | None = Field(None, pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
-    metadata_engine: Literal["redis", "postgres"] = "redis"
+    # No default: the engine holds the filesystem, and a stack must never move to another one unasked.
+    metadata_engine: Literal["memorydb", "redis", "postgres"]
+    memorydb: MemoryDbSettings = MemoryDbSettings()
     elasticache: ElastiCacheSettings = ElastiCacheSettings()
     rds: RdsSettings = RdsSettings()
     # IRSA: with both set, JuiceFS reaches S3 through a role; otherwise through a dedicated IAM user.
@@ -426,6 +436,17 @@ class AwsSettings(_Model):
                 "aws.subnetIds",
                 self.subnet_ids,
                 f"lists {', '.join(repeated)} more than once; give distinct subnets (in at least two zones)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _memorydb_over_tls(self) -> AwsSettings:
+        if self.metadata_engine == "memorydb" and not self.metadata_tls:
+            raise SettingError(
+                "aws.metadataTls",
+                False,
+                "refused with aws.metadataEngine 'memorydb': without TLS MemoryDB admits only its open-access "
+                "ACL, with no password at all; set it to true",
             )
         return self
 
@@ -708,6 +729,13 @@ def _describe_settings_error(error: Mapping[str, Any], platform: Any) -> str:
     if error["type"] == "union_tag_invalid":
         return f"{PROJECT}:platform = {platform!r}: not a platform; set it to {choices}"
     location = tuple(error["loc"][1:])
+    if error["type"] == "missing" and location == ("aws", "metadataEngine"):
+        return (
+            f"{PROJECT}:aws.metadataEngine: missing; set it to 'memorydb' for a new stack (Multi-AZ transaction "
+            "log: a failover keeps every acknowledged write), or to the engine the stack already runs: 'redis' "
+            "(ElastiCache, what earlier releases chose when it was unset) or 'postgres'. Changing it later "
+            "starts an empty filesystem (README, Prod: metadata engines)"
+        )
     if error["type"] == "missing" and location == ("aws",):
         return (
             f"{PROJECT}:aws: missing; required when platform is 'aws': set aws.region, aws.replicaRegion, "

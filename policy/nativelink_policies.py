@@ -67,6 +67,7 @@ VERSIONING_TYPES = frozenset(
 PUBLIC_ACCESS_BLOCK_TYPES = frozenset({"aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"})
 REPLICATION_GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
 RDS_INSTANCE = "aws:rds/instance:Instance"
+MEMORYDB_CLUSTER = "aws:memorydb/cluster:Cluster"
 DOCKER_CONTAINER = "docker:index/container:Container"
 DOCKER_REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 K8S_SERVICE = "kubernetes:core/v1:Service"
@@ -305,6 +306,25 @@ elasticache_encrypted = ResourceValidationPolicy(
 )
 
 
+def _validate_memorydb(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != MEMORYDB_CLUSTER:
+        return
+    # MemoryDB's own default for tlsEnabled is true.
+    if _get(args.props, "tlsEnabled") is False:
+        report_violation("tlsEnabled is false; clients must reach MemoryDB over TLS", None)
+    if _get(args.props, "aclName") == "open-access":
+        report_violation("aclName is 'open-access': anyone who reaches the port gets the metadata, no password", None)
+    if not _get(args.props, "kmsKeyArn"):
+        report_violation("kmsKeyArn is not set; encrypt JuiceFS metadata at rest with a customer-managed key", None)
+
+
+memorydb_encrypted_with_acl = ResourceValidationPolicy(
+    name="memorydb-encrypted-with-acl",
+    description="MemoryDB clusters use TLS, a customer-managed KMS key and an ACL other than open-access.",
+    validate=_validate_memorydb,
+)
+
+
 def _validate_rds(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type != RDS_INSTANCE:
         return
@@ -523,6 +543,7 @@ POLICIES: list[Policy] = [
     s3_buckets_encrypted_with_kms,
     s3_buckets_versioned,
     s3_buckets_block_public_access,
+    memorydb_encrypted_with_acl,
     elasticache_encrypted,
     rds_encrypted_protected_private,
     docker_ports_on_loopback,

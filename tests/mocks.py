@@ -112,6 +112,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "arn": f"arn:aws:mock:::{args.name}",
                 "primaryEndpointAddress": f"master.{args.name}.cache.amazonaws.com",
             }
+        if args.typ == "aws:memorydb/cluster:Cluster":
+            return {
+                "arn": f"arn:aws:mock:::{args.name}",
+                "name": f"{args.name}-name",
+                "clusterEndpoints": [{"address": f"clustercfg.{args.name}.memorydb.amazonaws.com", "port": 6379}],
+            }
+        if args.typ == "aws:memorydb/acl:Acl":
+            # The provider names the ACL when the program does not.
+            return {"arn": f"arn:aws:mock:::{args.name}", "name": f"{args.name}-name"}
         if args.typ == "aws:rds/instance:Instance":
             address = f"{args.name}.rds.amazonaws.com"
             return {

@@ -26,7 +26,7 @@ def kubernetes_objects(mocks: RecordingMocks) -> list[dict[str, Any]]:
     return [obj for obj in objects if "kind" in obj]
 
 
-@pytest.mark.parametrize("engine", ["redis", "postgres"])
+@pytest.mark.parametrize("engine", ["memorydb", "redis", "postgres"])
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_prod_objects_match_the_schema(mocks: RecordingMocks, engine: str, version: str) -> None:
     build(mocks, stack_settings("prod", aws={"metadataEngine": engine}, kubernetes={"autoscaleMaxWorkers": 10}))

@@ -46,6 +46,7 @@ BY_NAME = {policy.name: policy for policy in pack.POLICIES}
 DIGEST = "sha256:" + "ab" * 32
 RG = pack.REPLICATION_GROUP
 RDS = pack.RDS_INSTANCE
+MEMORYDB = pack.MEMORYDB_CLUSTER
 DOCKER = pack.DOCKER_CONTAINER
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 CRONJOB = "kubernetes:batch/v1:CronJob"
@@ -93,7 +94,7 @@ def test_pack_requirements_match_the_project_pins() -> None:
 
 
 def test_policies_have_unique_names_and_descriptions() -> None:
-    assert len(BY_NAME) == len(pack.POLICIES) == 9
+    assert len(BY_NAME) == len(pack.POLICIES) == 10
     for policy in pack.POLICIES:
         assert policy.description.strip(), policy.name
         # Enforcement comes from the pack (MANDATORY for all), not from each policy.
@@ -267,6 +268,7 @@ CAS_CONFIG = render_cluster(
 ).cas_server.to_json()
 ENCRYPTED = {"atRestEncryptionEnabled": True, "transitEncryptionEnabled": True}
 SAFE_DB = {"storageEncrypted": True, "deletionProtection": True, "publiclyAccessible": False}
+SAFE_MEMORYDB = {"aclName": "juicefs-acl", "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/k", "tlsEnabled": True}
 
 CASES = [
     # elasticache-encrypted
@@ -275,6 +277,12 @@ CASES = [
     Case("elasticache-encrypted", RG, {"transitEncryptionEnabled": True}, "atRestEncryptionEnabled", id="no-at-rest"),
     Case("elasticache-encrypted", RG, {**ENCRYPTED, "transitEncryptionEnabled": False}, "transitEncryptionEnabled"),
     Case("elasticache-encrypted", RG, {**ENCRYPTED, "transitEncryptionMode": "preferred"}, "'preferred'"),
+    # memorydb-encrypted-with-acl
+    Case("memorydb-encrypted-with-acl", MEMORYDB, SAFE_MEMORYDB, None, id="safe"),
+    Case("memorydb-encrypted-with-acl", MEMORYDB, {**SAFE_MEMORYDB, "tlsEnabled": None}, None, id="tls-default"),
+    Case("memorydb-encrypted-with-acl", MEMORYDB, {**SAFE_MEMORYDB, "tlsEnabled": False}, "tlsEnabled"),
+    Case("memorydb-encrypted-with-acl", MEMORYDB, {**SAFE_MEMORYDB, "aclName": "open-access"}, "open-access"),
+    Case("memorydb-encrypted-with-acl", MEMORYDB, {**SAFE_MEMORYDB, "kmsKeyArn": None}, "kmsKeyArn"),
     # rds-encrypted-protected-private
     Case("rds-encrypted-protected-private", RDS, SAFE_DB, None, id="safe"),
     Case("rds-encrypted-protected-private", RDS, {"storageEncrypted": True, "deletionProtection": True}, None),
@@ -611,6 +619,9 @@ def test_policies_pass_on_good_resources_built_with_the_sdks(mocks: RecordingMoc
         aws.elasticache.ReplicationGroup(
             "good-rg", description="d", at_rest_encryption_enabled=True, transit_encryption_enabled=True, opts=opts()
         )
+        aws.memorydb.Cluster(
+            "good-memorydb", acl_name="juicefs", node_type="db.r7g.large", kms_key_arn="arn:k", opts=opts()
+        )
         aws.rds.Instance(
             "good-db", instance_class="db.t4g.micro", storage_encrypted=True, deletion_protection=True, opts=opts()
         )
@@ -637,7 +648,7 @@ def test_policies_pass_on_good_resources_built_with_the_sdks(mocks: RecordingMoc
         )
 
     record_program(mocks, program)
-    assert len(mocks.resources) == 10
+    assert len(mocks.resources) == 11
     found = violations(pack.POLICIES, mocks)
     assert not found, messages(found)
 
@@ -646,6 +657,7 @@ def test_policies_flag_bad_resources_built_with_the_sdks(mocks: RecordingMocks) 
     def program(opts: Callable[..., pulumi.ResourceOptions]) -> None:
         aws.s3.Bucket("bad-bucket", opts=opts())
         aws.elasticache.ReplicationGroup("bad-rg", description="d", transit_encryption_enabled=False, opts=opts())
+        aws.memorydb.Cluster("bad-memorydb", acl_name="open-access", node_type="db.r7g.large", opts=opts())
         aws.rds.Instance("bad-db", instance_class="db.t4g.micro", publicly_accessible=True, opts=opts())
         token = k8s.core.v1.EnvVarArgs(name="TOKEN", value="t")
         worker = k8s.core.v1.ContainerArgs(name="w", image="nativelink:latest", env=[token])
@@ -682,6 +694,7 @@ def test_policies_flag_bad_resources_built_with_the_sdks(mocks: RecordingMocks) 
         ("s3-buckets-versioned", "bad-bucket"),
         ("s3-buckets-block-public-access", "bad-bucket"),
         ("elasticache-encrypted", "bad-rg"),
+        ("memorydb-encrypted-with-acl", "bad-memorydb"),
         ("rds-encrypted-protected-private", "bad-db"),
         ("images-pinned", "bad-deploy"),
         ("no-plaintext-secrets", "bad-deploy"),

@@ -50,7 +50,7 @@ def assert_passes_and_was_checked(mocks: RecordingMocks, metadata_type: str) -> 
     assert pack.K8S_CONFIG_MAP in types
 
 
-ENGINE_TYPES = {"redis": pack.REPLICATION_GROUP, "postgres": pack.RDS_INSTANCE}
+ENGINE_TYPES = {"memorydb": pack.MEMORYDB_CLUSTER, "redis": pack.REPLICATION_GROUP, "postgres": pack.RDS_INSTANCE}
 
 
 @pytest.mark.parametrize("engine", ENGINE_TYPES)

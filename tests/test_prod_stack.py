@@ -73,7 +73,7 @@ GENERATED_KEY = {"juicefs_rsa_key": None, "juicefs_passphrase": None}
 # ---- running the program under mocks
 
 
-@pytest.fixture(params=["redis", "postgres"])
+@pytest.fixture(params=["memorydb", "redis", "postgres"])
 def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -270,6 +270,40 @@ def test_elasticache_is_tls_encrypted_private_and_never_evicts(mocks: RecordingM
     assert json.loads(data["envs"])["META_PASSWORD"] == "generated-metadata-auth-token-password"
 
 
+def test_memorydb_is_one_shard_over_tls_with_an_acl_user_and_never_evicts(mocks: RecordingMocks) -> None:
+    settings = prod_settings("memorydb")
+    build(mocks, settings, supplied_secrets())
+    inputs = mocks.one("aws:memorydb/cluster:Cluster", "metadata-memorydb").inputs
+    assert inputs["tlsEnabled"] is True
+    assert inputs["kmsKeyArn"] == "arn:aws:mock:::metadata-key"
+    # JuiceFS keeps every key in the slot of {1}: one shard, replicas in other zones for failover.
+    assert (inputs["numShards"], inputs["numReplicasPerShard"]) == (1, settings.aws.memorydb.replicas)
+    assert (inputs["engine"], inputs["engineVersion"]) == ("redis", "7.1")
+    assert inputs["snapshotRetentionLimit"] == settings.aws.memorydb.snapshot_retention_days
+    assert inputs["finalSnapshotName"] == "nativelink-test-memorydb-final"
+    assert inputs["securityGroupIds"] == ["metadata-sg-id"]
+    subnets = mocks.one("aws:memorydb/subnetGroup:SubnetGroup", "metadata-subnets").inputs
+    assert subnets["subnetIds"] == settings.aws.subnet_ids
+    acl = mocks.one("aws:memorydb/acl:Acl", "metadata-acl")
+    assert inputs["aclName"] == "metadata-acl-name"
+    user = mocks.one("aws:memorydb/user:User", "metadata-user").inputs
+    assert acl.inputs["userNames"] == [user["userName"]] == ["juicefs-test"]
+    assert user["accessString"] == "on ~* &* +@all"
+    assert is_secret(user["authenticationMode"])
+    assert reveal(user["authenticationMode"]) == {
+        "type": "password",
+        "passwords": ["generated-metadata-password-password"],
+    }
+    params = mocks.one("aws:memorydb/parameterGroup:ParameterGroup", "metadata-params").inputs
+    assert {"name": "maxmemory-policy", "value": "noeviction"} in params["parameters"]
+    assert params["family"] == "memorydb_redis7"
+    ingress_only_from_nodes(mocks, 6379)
+    # The user in the URL, its password in the environment; TLS against public roots.
+    data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
+    assert data["metaurl"] == "rediss://juicefs-test@clustercfg.metadata-memorydb.memorydb.amazonaws.com:6379/1"
+    assert json.loads(data["envs"])["META_PASSWORD"] == "generated-metadata-password-password"
+
+
 def test_rds_is_encrypted_protected_private_and_forces_tls(mocks: RecordingMocks) -> None:
     settings = prod_settings("postgres")
     assert settings.aws is not None
@@ -347,8 +381,8 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
         ],
     }
     assert release.inputs["values"]["storageClasses"] == []
-    if engine == "redis":
-        # ElastiCache's certificate chains to public roots the driver's image already trusts.
+    if engine != "postgres":
+        # MemoryDB's and ElastiCache's certificates chain to public roots the driver's image trusts.
         assert release.inputs["values"]["node"]["extraVolumes"] == []
     read = mocks.one(STORAGE_CLASS, "block-storage-class")
     assert read.resource is not None and read.resource in release.depends_on
@@ -780,6 +814,7 @@ def test_stateful_resources_are_protected(mocks: RecordingMocks, engine: str) ->
         assert record.protect, name
         assert record.retain_on_delete, name
     engine_type, engine_name = {
+        "memorydb": ("aws:memorydb/cluster:Cluster", "metadata-memorydb"),
         "redis": ("aws:elasticache/replicationGroup:ReplicationGroup", "metadata-redis"),
         "postgres": ("aws:rds/instance:Instance", "metadata-postgres"),
     }[engine]
@@ -1103,15 +1138,22 @@ def test_alarms_watch_the_metadata_engine_and_replication(mocks: RecordingMocks,
     assert exports["alarmTopicArn"] == (False, topic_arn)
     alarms = alarms_by_suffix(mocks)
     expected = {
+        "memorydb": {"memory"},
         # Lag on every node: after a failover -001 is the replica.
         "redis": {"memory-001", "memory-002", "replication-lag-001", "replication-lag-002"},
         "postgres": {"free-storage", "freeable-memory"},
     }[engine] | {"s3-replication-failures"}
     assert set(alarms) == expected
-    for alarm in alarms.values():
+    for suffix, alarm in alarms.items():
         assert alarm["alarmActions"] == [topic_arn] and alarm["okActions"] == [topic_arn]
-        assert alarm["treatMissingData"] == "notBreaching"
-    if engine == "redis":
+        # A MemoryDB cluster reports every minute: silence means it is gone (or the alarm watches nothing).
+        breaching = engine == "memorydb" and suffix == "memory"
+        assert alarm["treatMissingData"] == ("breaching" if breaching else "notBreaching")
+    if engine == "memorydb":
+        assert alarms["memory"]["namespace"] == "AWS/MemoryDB"
+        assert alarms["memory"]["dimensions"] == {"ClusterName": "metadata-memorydb-name"}
+        assert alarms["memory"]["metricName"] == "DatabaseMemoryUsagePercentage"
+    elif engine == "redis":
         # ElastiCache names the group's nodes <group id>-001, -002, ...
         assert alarms["memory-002"]["dimensions"] == {"CacheClusterId": "metadata-redis-id-002"}
         assert alarms["memory-001"]["metricName"] == "DatabaseMemoryUsagePercentage"

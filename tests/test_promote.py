@@ -50,6 +50,7 @@ config:
       - subnet-0123456789abcdef0
       - subnet-0123456789abcdef1
     nodeSecurityGroupId: sg-0123456789abcdef0
+    metadataEngine: memorydb
   nativelink-juicefs:juicefs:
     encrypt: true
   nativelink-juicefs:kubernetes:

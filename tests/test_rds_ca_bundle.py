@@ -7,7 +7,7 @@ import datetime
 import pytest
 from cryptography import x509
 
-from components.aws.metadata_engine import load_ca_bundle
+from components.aws.rds import load_ca_bundle
 from components.settings import ProdSettings, RdsSettings
 from tests.stacks import stack_settings
 

@@ -141,6 +141,25 @@ def test_bad_prod_value_is_refused_naming_the_key(path: str, value: Any, key: st
     assert explanation in message
 
 
+def test_memorydb_without_tls_is_refused_even_with_the_override() -> None:
+    config = with_value(stack_config("prod"), "aws.metadataTls", False)
+    config["allowInsecure"] = ["plaintext-metadata"]
+    with pytest.raises(ConfigError, match=r"nativelink-juicefs:aws.metadataTls = False: refused with aws.metadataEn"):
+        parse_settings(config)
+    assert isinstance(parse_settings(with_value(config, "aws.metadataEngine", "redis")), ProdSettings)
+
+
+def test_a_missing_metadata_engine_is_never_guessed() -> None:
+    # Earlier releases defaulted to ElastiCache: a stack that relied on that must say so, not move.
+    config = stack_config("prod")
+    del config["aws"]["metadataEngine"]
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(config)
+    message = str(raised.value)
+    assert "nativelink-juicefs:aws.metadataEngine: missing; set it to 'memorydb' for a new stack" in message
+    assert "'redis' (ElastiCache, what earlier releases chose when it was unset)" in message
+
+
 def test_the_default_replica_bucket_is_named_after_the_bucket_and_region() -> None:
     settings = parse_settings(stack_config("prod"))
     assert isinstance(settings, ProdSettings) and settings.aws.replica_bucket_name is None

@@ -1,8 +1,8 @@
 """CloudWatch alarms an operator of the prod stack needs, all sent to one SNS topic.
 
-* Metadata engine: ElastiCache memory use on every node (JuiceFS metadata must never be evicted,
-  and with `noeviction` a full node refuses writes) and replication lag on the replicas; or RDS
-  free storage and memory.
+* Metadata engine: MemoryDB memory use (JuiceFS metadata must never be evicted, and with
+  `noeviction` a full node refuses writes); ElastiCache memory use on every node and replication
+  lag on the replicas; or RDS free storage and memory.
 * S3 replication: operations that failed to replicate to the second region (replication metrics are
   on in the bucket's replication rule).
 JuiceFS mount health is not a CloudWatch metric: a dead mount turns the CAS server's `/status`
@@ -43,6 +43,8 @@ class Alarm:
     description: str
     # Consecutive breaching periods before it fires.
     periods: int = PERIODS
+    # No data is no failure by default (a quiet bucket, a node being replaced).
+    missing_data: str = "notBreaching"
 
 
 def elasticache_alarms(group_id: pulumi.Output[str], nodes: int) -> list[Alarm]:
@@ -80,6 +82,24 @@ def elasticache_alarms(group_id: pulumi.Output[str], nodes: int) -> list[Alarm]:
             )
         )
     return alarms
+
+
+def memorydb_alarms(cluster_name: pulumi.Output[str]) -> list[Alarm]:
+    return [
+        Alarm(
+            "memory",
+            "AWS/MemoryDB",
+            "DatabaseMemoryUsagePercentage",
+            {"ClusterName": cluster_name},
+            "GreaterThanThreshold",
+            MEMORY_PERCENT,
+            "Maximum",
+            f"JuiceFS metadata above {MEMORY_PERCENT}% of MemoryDB's memory: with noeviction, writes fail when "
+            "full. Scale aws.memorydb.nodeType up. No data at all also fires: the cluster is gone.",
+            # A live cluster reports every minute.
+            missing_data="breaching",
+        )
+    ]
 
 
 def rds_alarms(instance_id: pulumi.Output[str], allocated_gb: int) -> list[Alarm]:
@@ -144,8 +164,7 @@ def register_alarms(
             evaluation_periods=alarm.periods,
             comparison_operator=alarm.comparison,
             threshold=alarm.threshold,
-            # No data is no failure (a quiet bucket, a node being replaced).
-            treat_missing_data="notBreaching",
+            treat_missing_data=alarm.missing_data,
             alarm_actions=[topic_arn],
             ok_actions=[topic_arn],
             region=aws_settings.region,

@@ -15,8 +15,11 @@ from typing import TypeVar
 
 import pytest
 
+from components.aws.memorydb import ACCESS_STRING
+
 from .container import pid_namespaces_available
 from .dockerd import DockerDaemon, host_network_state
+from .redis_cluster import MemoryDbStandIn
 from .servers import (
     ManagedServer,
     MissingDependencyError,
@@ -66,6 +69,20 @@ def redis_server(juicefs: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def tls_redis_server(juicefs: Path) -> Iterator[TlsRedisServer]:
     yield from _serve(TlsRedisServer())
+
+
+@pytest.fixture(scope="session")
+def memorydb_stand_in(juicefs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemoryDbStandIn]:
+    """A TLS Redis Cluster with the program's ACL user access string, as MemoryDB runs it."""
+    stand_in = MemoryDbStandIn(tmp_path_factory.mktemp("memorydb"), "juicefs-prod", ACCESS_STRING)
+    try:
+        stand_in.start()
+    except MissingDependencyError as exc:
+        pytest.fail(f"memorydb stand-in: {exc}", pytrace=False)
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
 """The prod shape of the JuiceFS volume, run for real through the program's pure functions.
 
 Prod differs from dev in what these tests can reach on one machine: metadata over TLS
-(Postgres with ``sslmode=verify-full``, or ``rediss://``) with a private CA standing in for
-the RDS/ElastiCache one, an encrypted volume (passphrase-protected RSA key, both algorithms
-the settings allow) and trash. The objects go to the S3 gateway with ``--storage s3``. The
-volume is mounted by the program's mount command inside its entry script, run as a container.
+(Postgres with ``sslmode=verify-full``, ``rediss://``, or a TLS Redis Cluster with an ACL user as
+MemoryDB runs it) with a private CA standing in for the AWS one, an encrypted volume
+(passphrase-protected RSA key, both algorithms the settings allow) and trash. The objects go to
+the S3 gateway with ``--storage s3``. The volume is mounted by the program's mount command inside
+its entry script, run as a container.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .container import (
     text_with_marker,
     write_synced,
 )
+from .redis_cluster import HOST_NAME, MemoryDbStandIn
 from .servers import S3Gateway, TlsPostgresServer, TlsRedisServer, describe, new_secret
 
 START_TIMEOUT = 30.0
@@ -54,6 +56,7 @@ TRASH_DAYS = 7
 CASES = [
     pytest.param(("postgres", "aes256gcm-rsa"), id="postgres-verify-full-aes256gcm"),
     pytest.param(("redis", "chacha20-rsa"), id="rediss-chacha20"),
+    pytest.param(("memorydb", "aes256gcm-rsa"), id="memorydb-cluster-aes256gcm"),
 ]
 
 
@@ -140,6 +143,17 @@ class ProdVolume:
         return bucket_objects(self.gateway, self.bucket, f"{self.settings.volume_name}/")
 
 
+def memorydb_url(stand_in: MemoryDbStandIn, db: int, user: str | None) -> str:
+    """The program's MemoryDB URL: the configuration endpoint, the ACL user; here with the test CA."""
+    port = stand_in.nodes[0].port
+    return redis_meta_url(HOST_NAME, port, db, tls=True, ca_file=str(stand_in.ca_file), user=user or "")
+
+
+def memorydb_volume(stand_in: MemoryDbStandIn, gateway: S3Gateway, tmp_path: Path) -> ProdVolume:
+    meta_url = memorydb_url(stand_in, stand_in.allocate_db(), stand_in.user)
+    return ProdVolume("memorydb", "aes256gcm-rsa", meta_url, stand_in.password, gateway, tmp_path)
+
+
 @pytest.fixture(params=CASES)
 def volume(request: pytest.FixtureRequest, s3_gateway: S3Gateway, tmp_path: Path) -> ProdVolume:
     engine, algo = request.param
@@ -151,6 +165,8 @@ def volume(request: pytest.FixtureRequest, s3_gateway: S3Gateway, tmp_path: Path
         )
         assert "sslmode=verify-full" in meta_url
         password = pg.password
+    elif engine == "memorydb":
+        return memorydb_volume(request.getfixturevalue("memorydb_stand_in"), s3_gateway, tmp_path)
     else:
         redis: TlsRedisServer = request.getfixturevalue("tls_redis_server")
         meta_url = redis_meta_url(redis.host, redis.port, redis.allocate_db(), tls=True, ca_file=str(redis.ca_file))
@@ -300,3 +316,40 @@ def test_encrypted_volume_round_trip_through_the_mount(volume: ProdVolume, host:
     assert mounts_at(host.mountpoint) == []
     assert processes_mentioning(host.mountpoint) == []
     assert juicefs_status(volume.meta_url, volume.meta_password)["Sessions"] == []
+
+
+@pytest.mark.usefixtures("fuse", "pid_namespaces")
+def test_memorydb_failover_keeps_every_write(
+    memorydb_stand_in: MemoryDbStandIn, s3_gateway: S3Gateway, tmp_path: Path
+) -> None:
+    volume = memorydb_volume(memorydb_stand_in, s3_gateway, tmp_path)
+    formatted = volume.format()
+    assert formatted.returncode == 0, describe(formatted)
+    # Cluster mode, found from the one endpoint in the URL: every key carries the volume's hash tag.
+    db = volume.meta_url.split("/")[3].split("?")[0]
+    keys = memorydb_stand_in.keys()
+    assert f"{{{db}}}setting" in keys, keys
+    # Only the ACL user gets in: MemoryDB's `default` user is in no ACL of the stack.
+    anonymous = run_program_juicefs(["juicefs", "status", memorydb_url(memorydb_stand_in, int(db), None)], volume.env())
+    assert anonymous.returncode != 0, describe(anonymous)
+
+    host = MountHost(tmp_path, volume.meta_url, volume.format_command(), volume.env(), volume.settings.cache_size)
+    try:
+        mount = host.container().start()
+        mount.wait_healthy(host.healthcheck, START_TIMEOUT)
+        before = write_synced(host.data_dir / "cas" / "before.bin", os.urandom(3 * 2**20))
+        new_primary = memorydb_stand_in.fail_over()
+        # The live mount follows the new primary (MOVED), and keeps what it wrote before.
+        after = write_synced(host.data_dir / "cas" / "after.bin", os.urandom(3 * 2**20))
+        assert sha256_file(host.data_dir / "cas" / "before.bin") == before
+        assert mount.terminate(STOP_TIMEOUT) == 0, mount.describe()
+
+        # A new mount (a restarted mount pod) reads both from the promoted node's metadata.
+        again = host.container().start()
+        again.wait_healthy(host.healthcheck, START_TIMEOUT)
+        assert sha256_file(host.data_dir / "cas" / "before.bin") == before
+        assert sha256_file(host.data_dir / "cas" / "after.bin") == after
+        assert again.terminate(STOP_TIMEOUT) == 0, again.describe()
+    finally:
+        host.close()
+    assert new_primary.role() == "master"
