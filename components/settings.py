@@ -362,6 +362,19 @@ class MemoryDbSettings(_Model):
     replicas: int = Field(1, ge=1, le=5)
     snapshot_retention_days: int = Field(7, ge=1, le=35)
 
+    @model_validator(mode="after")
+    def _engine_has_version(self) -> MemoryDbSettings:
+        version = tuple(int(part) for part in self.engine_version.split("."))
+        if self.engine == "valkey" and version < (7, 2):
+            raise SettingError(
+                "aws.memorydb.engineVersion",
+                self.engine_version,
+                "MemoryDB runs Valkey from 7.2; set 7.2 or later for engine 'valkey'",
+            )
+        if self.engine == "redis" and version < (6, 2):
+            raise SettingError("aws.memorydb.engineVersion", self.engine_version, "MemoryDB runs Redis 6.2 or later")
+        return self
+
 
 class RdsSettings(_Model):
     instance_class: str = Field("db.r7g.large", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")

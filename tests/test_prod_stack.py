@@ -287,7 +287,7 @@ def test_memorydb_is_one_shard_over_tls_with_an_acl_user_and_never_evicts(mocks:
     acl = mocks.one("aws:memorydb/acl:Acl", "metadata-acl")
     assert inputs["aclName"] == "metadata-acl-name"
     user = mocks.one("aws:memorydb/user:User", "metadata-user").inputs
-    assert acl.inputs["userNames"] == [user["userName"]] == ["juicefs-test"]
+    assert acl.inputs["userNames"] == [user["userName"]] == ["nativelink-juicefs-test"]
     assert user["accessString"] == "on ~* &* +@all"
     assert is_secret(user["authenticationMode"])
     assert reveal(user["authenticationMode"]) == {
@@ -300,7 +300,9 @@ def test_memorydb_is_one_shard_over_tls_with_an_acl_user_and_never_evicts(mocks:
     ingress_only_from_nodes(mocks, 6379)
     # The user in the URL, its password in the environment; TLS against public roots.
     data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
-    assert data["metaurl"] == "rediss://juicefs-test@clustercfg.metadata-memorydb.memorydb.amazonaws.com:6379/1"
+    assert (
+        data["metaurl"] == "rediss://nativelink-juicefs-test@clustercfg.metadata-memorydb.memorydb.amazonaws.com:6379/1"
+    )
     assert json.loads(data["envs"])["META_PASSWORD"] == "generated-metadata-password-password"
 
 
@@ -1138,21 +1140,23 @@ def test_alarms_watch_the_metadata_engine_and_replication(mocks: RecordingMocks,
     assert exports["alarmTopicArn"] == (False, topic_arn)
     alarms = alarms_by_suffix(mocks)
     expected = {
-        "memorydb": {"memory"},
+        "memorydb": {"memory-001", "memory-002"},
         # Lag on every node: after a failover -001 is the replica.
         "redis": {"memory-001", "memory-002", "replication-lag-001", "replication-lag-002"},
         "postgres": {"free-storage", "freeable-memory"},
     }[engine] | {"s3-replication-failures"}
     assert set(alarms) == expected
-    for suffix, alarm in alarms.items():
+    for alarm in alarms.values():
         assert alarm["alarmActions"] == [topic_arn] and alarm["okActions"] == [topic_arn]
-        # A MemoryDB cluster reports every minute: silence means it is gone (or the alarm watches nothing).
-        breaching = engine == "memorydb" and suffix == "memory"
-        assert alarm["treatMissingData"] == ("breaching" if breaching else "notBreaching")
+        assert alarm["treatMissingData"] == "notBreaching"
     if engine == "memorydb":
-        assert alarms["memory"]["namespace"] == "AWS/MemoryDB"
-        assert alarms["memory"]["dimensions"] == {"ClusterName": "metadata-memorydb-name"}
-        assert alarms["memory"]["metricName"] == "DatabaseMemoryUsagePercentage"
+        # Per node of the one shard: <cluster>-0001-001 is the first.
+        assert alarms["memory-002"]["namespace"] == "AWS/MemoryDB"
+        assert alarms["memory-002"]["dimensions"] == {
+            "ClusterName": "metadata-memorydb-name",
+            "NodeName": "metadata-memorydb-name-0001-002",
+        }
+        assert alarms["memory-001"]["metricName"] == "DatabaseMemoryUsagePercentage"
     elif engine == "redis":
         # ElastiCache names the group's nodes <group id>-001, -002, ...
         assert alarms["memory-002"]["dimensions"] == {"CacheClusterId": "metadata-redis-id-002"}

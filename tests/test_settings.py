@@ -125,6 +125,7 @@ PROD_BAD_VALUES: list[tuple[str, Any, str, str]] = [
     # And names what an earlier release made of it (cut to 63), for a stack whose replica exists.
     ("juicefs.bucketName", "b" * 54, "aws.replicaBucketName", f"to '{'b' * 54}-us-west'"),
     ("aws.rds.caBundleFile", "../outside.pem", "aws.rds.caBundleFile", "outside the repository"),
+    ("aws.memorydb", {"engine": "valkey"}, "aws.memorydb.engineVersion", "Valkey from 7.2"),
 ]
 
 
@@ -142,7 +143,8 @@ def test_bad_prod_value_is_refused_naming_the_key(path: str, value: Any, key: st
 
 
 def test_memorydb_without_tls_is_refused_even_with_the_override() -> None:
-    config = with_value(stack_config("prod"), "aws.metadataTls", False)
+    config = with_value(stack_config("prod"), "aws.metadataEngine", "memorydb")
+    config = with_value(config, "aws.metadataTls", False)
     config["allowInsecure"] = ["plaintext-metadata"]
     with pytest.raises(ConfigError, match=r"nativelink-juicefs:aws.metadataTls = False: refused with aws.metadataEn"):
         parse_settings(config)

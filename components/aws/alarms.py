@@ -43,8 +43,6 @@ class Alarm:
     description: str
     # Consecutive breaching periods before it fires.
     periods: int = PERIODS
-    # No data is no failure by default (a quiet bucket, a node being replaced).
-    missing_data: str = "notBreaching"
 
 
 def elasticache_alarms(group_id: pulumi.Output[str], nodes: int) -> list[Alarm]:
@@ -84,21 +82,21 @@ def elasticache_alarms(group_id: pulumi.Output[str], nodes: int) -> list[Alarm]:
     return alarms
 
 
-def memorydb_alarms(cluster_name: pulumi.Output[str]) -> list[Alarm]:
+def memorydb_alarms(cluster_name: pulumi.Output[str], nodes: int) -> list[Alarm]:
+    """Memory on every node of the one shard (MemoryDB names them <cluster>-0001-001, -002, ...)."""
     return [
         Alarm(
-            "memory",
+            f"memory-{index:03d}",
             "AWS/MemoryDB",
             "DatabaseMemoryUsagePercentage",
-            {"ClusterName": cluster_name},
+            {"ClusterName": cluster_name, "NodeName": pulumi.Output.concat(cluster_name, f"-0001-{index:03d}")},
             "GreaterThanThreshold",
             MEMORY_PERCENT,
             "Maximum",
-            f"JuiceFS metadata above {MEMORY_PERCENT}% of MemoryDB's memory: with noeviction, writes fail when "
-            "full. Scale aws.memorydb.nodeType up. No data at all also fires: the cluster is gone.",
-            # A live cluster reports every minute.
-            missing_data="breaching",
+            f"JuiceFS metadata node {index} above {MEMORY_PERCENT}% of MemoryDB's memory: with noeviction, "
+            "writes fail when full. Scale aws.memorydb.nodeType up.",
         )
+        for index in range(1, nodes + 1)
     ]
 
 
@@ -164,7 +162,8 @@ def register_alarms(
             evaluation_periods=alarm.periods,
             comparison_operator=alarm.comparison,
             threshold=alarm.threshold,
-            treat_missing_data=alarm.missing_data,
+            # No data is no failure (a quiet bucket, a node being replaced).
+            treat_missing_data="notBreaching",
             alarm_actions=[topic_arn],
             ok_actions=[topic_arn],
             region=aws_settings.region,

@@ -29,7 +29,7 @@ from components.aws.metadata_base import (
 )
 from components.juicefs.commands import redis_meta_url
 from components.passwords import generated_password
-from components.settings import MemoryDbSettings, ProdSettings
+from components.settings import PROJECT, MemoryDbSettings, ProdSettings
 
 # The user owns every key and command: JuiceFS is the cluster's only client.
 ACCESS_STRING = "on ~* &* +@all"
@@ -37,9 +37,9 @@ USER_NAME_MAX = 40
 
 
 def memorydb_user_name() -> str:
-    """The ACL user, unique per stack (MemoryDB user names are per account and region)."""
+    """The ACL user, unique per project and stack (MemoryDB user names are per account and region)."""
     stack = re.sub(r"[^a-z0-9]+", "-", pulumi.get_stack().lower()).strip("-")
-    return f"juicefs-{stack}"[:USER_NAME_MAX].rstrip("-")
+    return f"{PROJECT}-{stack}"[:USER_NAME_MAX].rstrip("-")
 
 
 def memorydb_parameter_group_family(memorydb: MemoryDbSettings) -> str:
@@ -90,6 +90,7 @@ class MemoryDbMetadataEngine(pulumi.ComponentResource):
         )
         # Only this user: MemoryDB's `default` user (no password) is in no ACL the stack creates.
         acl = aws.memorydb.Acl(f"{name}-acl", user_names=[user.user_name], region=region, opts=child)
+        # MemoryDB applies node type and engine changes at once (it has no apply_immediately=False).
         cluster = aws.memorydb.Cluster(
             f"{name}-memorydb",
             description="JuiceFS metadata for NativeLink's CAS",
@@ -113,7 +114,7 @@ class MemoryDbMetadataEngine(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
 
-        self.alarms = memorydb_alarms(cluster.name)
+        self.alarms = memorydb_alarms(cluster.name, 1 + memorydb.replicas)
         self.endpoint = cluster.cluster_endpoints.apply(configuration_endpoint)
         user_name = memorydb_user_name()
         self.meta_url = pulumi.Output.secret(

@@ -6,12 +6,16 @@ What the JuiceFS client meets on MemoryDB, reproduced with Debian's redis-server
   IPs), verified against the certificate's names;
 * an ACL user with the program's access string, the `default` user off;
 * no CONFIG command (MemoryDB offers none);
-* a failover that moves the primary to the other node.
+* a failover that moves the primary to the other node: the primary killed, the replica taking over.
+What it cannot show is MemoryDB's own durability (its transaction log): Redis replicates
+asynchronously, so the stand-in fails over only once the replica has caught up.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import socket
 import ssl
 from pathlib import Path
@@ -125,6 +129,12 @@ class ClusterNode(ManagedServer):
     def node_id(self) -> str:
         return _text(self.command("CLUSTER", "MYID"))
 
+    def kill(self) -> None:
+        """SIGKILL, as a lost node; the process is reaped."""
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGKILL)
+        self._proc.wait(10)
+
     def _ping_ok(self) -> bool:
         try:
             return self.command("PING") == "PONG"
@@ -193,15 +203,25 @@ class MemoryDbStandIn:
             raise RuntimeError("the cluster did not settle\n" + primary.log_tail() + "\n" + replica.log_tail())
 
     def primary(self) -> ClusterNode:
-        (primary,) = [node for node in self.nodes if node.role() == "master"]
+        (primary,) = [node for node in self.nodes if node.running and node.role() == "master"]
         return primary
 
     def fail_over(self) -> ClusterNode:
-        """Promote the replica (as MemoryDB does when the primary's zone fails); returns the new primary."""
+        """Kill the primary once the replica holds all it acknowledged, and promote the replica; returns it."""
         old = self.primary()
         (new,) = [node for node in self.nodes if node is not old]
-        new.command("CLUSTER", "FAILOVER")
-        self.wait_settled(new, old)
+
+        def caught_up() -> bool:
+            offset = old.info("INFO", "replication")["master_repl_offset"]
+            return new.info("INFO", "replication").get("slave_repl_offset") == offset
+
+        if not wait_until(caught_up, 10, interval=0.05):
+            raise RuntimeError("the replica did not catch up with the primary")
+        old.kill()
+        # MemoryDB promotes on its own; a lone Redis replica needs TAKEOVER (no majority left to vote).
+        new.command("CLUSTER", "FAILOVER", "TAKEOVER")
+        if not wait_until(lambda: new.role() == "master", 20, interval=0.1):
+            raise RuntimeError("the replica was not promoted\n" + new.log_tail())
         return new
 
     def keys(self) -> list[str]:
