@@ -13,6 +13,7 @@ from components.docker.nativelink_cluster import ClusterImages, DockerNativeLink
 from components.docker.object_store import MinioObjectStore
 from components.docker.preflight import check_host
 from components.settings import DevSettings
+from components.tls.pki import tls_outputs
 
 if TYPE_CHECKING:
     from components.interfaces import NativeLinkCluster
@@ -77,7 +78,7 @@ def build_dev_stack(settings: DevSettings, opts: pulumi.ResourceOptions | None =
         after=ready,
         opts=top(depends_on=ready),
     )
-    cluster: NativeLinkCluster = DockerNativeLinkCluster(
+    docker_cluster = DockerNativeLinkCluster(
         prefix,
         settings=settings,
         images=ClusterImages(
@@ -91,8 +92,10 @@ def build_dev_stack(settings: DevSettings, opts: pulumi.ResourceOptions | None =
         mount_container=volume.mount_container,
         opts=top(),
     )
+    cluster: NativeLinkCluster = docker_cluster
 
     return {
+        **tls_outputs(docker_cluster.pki),
         "bazelFlags": cluster.bazel_flags,
         "casEndpoint": cluster.cas_endpoint,
         "schedulerEndpoint": cluster.scheduler_endpoint,

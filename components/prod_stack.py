@@ -14,6 +14,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws.alarms import StackAlarms
+from components.aws.dns import external_records
 from components.aws.metadata_engine import create_metadata_engine
 from components.aws.network_policy_check import require_network_policy_enforcement
 from components.aws.object_store import S3ObjectStore
@@ -22,6 +23,7 @@ from components.kubernetes.juicefs_admin import JuiceFsAdmin
 from components.kubernetes.juicefs_volume import CsiJuiceFsVolume, MountPodFiles, check_encryption_secrets
 from components.kubernetes.nativelink_cluster import KubernetesNativeLinkCluster, create_namespace
 from components.settings import PROJECT, ProdSettings
+from components.tls.pki import tls_outputs
 
 if TYPE_CHECKING:
     from components.stack import StackSecrets
@@ -76,6 +78,7 @@ def build_prod_stack(
         block_storage=block_storage,
         opts=k8s_opts,
     )
+    vpc = aws.ec2.get_vpc_output(id=aws_settings.vpc_id, opts=pulumi.InvokeOutputOptions(provider=aws_provider))
     cluster = KubernetesNativeLinkCluster(
         "nativelink",
         settings,
@@ -83,8 +86,11 @@ def build_prod_stack(
         claim_name=volume.claim_name,
         block_storage=block_storage,
         s3_identity=store.identity,
+        vpc_cidr=vpc.cidr_block,
         opts=k8s_opts,
     )
+    if cluster.external is not None:
+        external_records(settings, cluster.external, aws_opts)
     JuiceFsAdmin(
         "juicefs-admin",
         settings,
@@ -101,6 +107,7 @@ def build_prod_stack(
     alarms = StackAlarms("alarms", aws_settings, [*engine.alarms, *store.alarms], opts=aws_opts)
 
     outputs: dict[str, Any] = {
+        **tls_outputs(cluster.pki),
         "alarmTopicArn": alarms.topic_arn,
         "bazelFlags": cluster.bazel_flags,
         "casEndpoint": cluster.cas_endpoint,

@@ -423,6 +423,8 @@ class AwsSettings(_Model):
     node_security_group_id: str = Field(pattern=r"^sg-[0-9a-f]{8,17}$")
     # Where alarms go; unset, the stack creates an SNS topic (output alarmTopicArn) to subscribe to.
     alarm_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$")
+    # A private Route 53 zone for kubernetes.externalDomain's records.
+    private_zone_id: str | None = Field(None, pattern=r"^Z[A-Z0-9]{1,32}$")
     # The EKS cluster of the NativeLink tier: set, `pulumi up` checks that its VPC CNI enforces NetworkPolicy.
     eks_cluster_name: str | None = Field(None, pattern=r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
     # No default: the engine holds the filesystem, and a stack must never move to another one unasked.
@@ -535,6 +537,12 @@ class KubernetesSettings(_Model):
     client_cidrs: list[Cidr] = Field(default_factory=list)
     # What workers (build actions) may reach besides the CAS server, the scheduler and DNS.
     worker_egress_cidrs: list[Cidr] = Field(default_factory=list)
+    # How Bazel outside the cluster reaches the CAS server and the scheduler: an internal AWS network
+    # load balancer each, admitting kubernetes.clientCidrs; or "cluster": in-cluster names only.
+    exposure: Literal["internal-load-balancer", "cluster"] = "internal-load-balancer"
+    # Names for the two load balancers, cas.<externalDomain> and scheduler.<externalDomain> (in the
+    # server certificate; records in aws.privateZoneId when set).
+    external_domain: DnsSubdomain | None = None
 
     @model_validator(mode="after")
     def _lists_distinct(self) -> KubernetesSettings:
@@ -566,7 +574,40 @@ class KubernetesSettings(_Model):
         return self
 
 
-InsecureOverride = Literal["unencrypted-juicefs", "plaintext-metadata", "public-bucket"]
+InsecureOverride = Literal[
+    "unencrypted-juicefs", "plaintext-metadata", "public-bucket", "plaintext-endpoints", "unauthenticated-clients"
+]
+# Serial numbers as the stack prints them (output clientCertificates.<name>.serial): decimal.
+CertificateSerial = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,49}$")]
+
+
+class TlsSettings(_Model):
+    """TLS on every NativeLink listener and connection, from a certificate authority the stack owns."""
+
+    enabled: bool = False
+    # Mutual TLS on the client listeners (CAS 50051, scheduler 50052): clients show a certificate of the CA.
+    client_auth: bool = True
+    # Client certificates the stack issues, one per person or CI job (output clientCertificates).
+    clients: list[DnsLabel] = Field(default_factory=list)
+    # Client certificates no listener accepts any more, by serial number (the certificate revocation list).
+    revoked_serials: list[CertificateSerial] = Field(default_factory=list)
+    # Server and client certificates; `pulumi up` in their last 30 days issues new ones.
+    certificate_validity_days: int = Field(365, ge=60, le=825)
+
+    @model_validator(mode="after")
+    def _lists_distinct(self) -> TlsSettings:
+        for field in ("clients", "revoked_serials"):
+            items: list[str] = getattr(self, field)
+            repeated = repeated_items(items)
+            if repeated:
+                raise SettingError(f"tls.{to_camel(field)}", items, f"lists {', '.join(repeated)} more than once")
+        return self
+
+
+class ProdTlsSettings(TlsSettings):
+    """Prod: on unless allowInsecure says otherwise."""
+
+    enabled: bool = True
 
 
 class _StackSettings(_Model):
@@ -578,6 +619,19 @@ class _StackSettings(_Model):
     juicefs: JuiceFsSettings = JuiceFsSettings()
     # Named, explicit opt-outs of prod guardrails; each is listed in the README.
     allow_insecure: list[InsecureOverride] = Field(default_factory=list)
+    # Off in dev (plaintext on loopback); on, dev runs the same TLS as prod.
+    tls: TlsSettings = TlsSettings()
+
+    @model_validator(mode="after")
+    def _tls_has_clients(self) -> _StackSettings:
+        if self.tls.enabled and self.tls.client_auth and not self.tls.clients:
+            raise SettingError(
+                "tls.clients",
+                [],
+                "empty while tls.clientAuth is on: no Bazel client could connect. Name one certificate per "
+                "person or CI job, e.g. [ci]",
+            )
+        return self
 
 
 class DevSettings(_StackSettings):
@@ -603,6 +657,7 @@ class ProdSettings(_StackSettings):
     platform: Literal["aws"]
     aws: AwsSettings
     kubernetes: KubernetesSettings = KubernetesSettings()
+    tls: ProdTlsSettings = ProdTlsSettings()
 
     def replica_bucket_name(self) -> str:
         """The replica bucket: aws.replicaBucketName, else "<juicefs.bucketName>-<aws.replicaRegion>"."""
@@ -650,6 +705,13 @@ class ProdSettings(_StackSettings):
                 "aws.blockPublicAccess",
                 "let bucket policies or ACLs make objects public",
             ),
+            (self.tls.enabled, "plaintext-endpoints", "tls.enabled", "serve builds and the cache in plaintext"),
+            (
+                self.tls.client_auth,
+                "unauthenticated-clients",
+                "tls.clientAuth",
+                "let anyone who reaches the endpoints use the cache and run actions",
+            ),
         ]
         for enabled, override, key, consequence in guardrails:
             if not enabled and override not in self.allow_insecure:
@@ -684,6 +746,7 @@ class ProdSettings(_StackSettings):
                 "much (its executable copies are not counted) and a full volume fails every action; raise it "
                 "or lower workers.fastStoreSize",
             )
+        self._exposure_fits()
         maximum = self.kubernetes.autoscale_max_workers
         if maximum is not None and maximum < self.workers.count:
             raise SettingError(
@@ -693,6 +756,34 @@ class ProdSettings(_StackSettings):
                 "workers.count",
             )
         return self
+
+    def _exposure_fits(self) -> None:
+        kube = self.kubernetes
+        load_balanced = kube.exposure == "internal-load-balancer"
+        if self.aws.private_zone_id is not None and (kube.external_domain is None or not load_balanced):
+            raise SettingError(
+                "aws.privateZoneId",
+                self.aws.private_zone_id,
+                "names the load balancers under kubernetes.externalDomain: set that and kubernetes.exposure "
+                "'internal-load-balancer', or remove aws.privateZoneId",
+            )
+        if not load_balanced:
+            return
+        if not kube.client_cidrs:
+            raise SettingError(
+                "kubernetes.clientCidrs",
+                [],
+                "empty while kubernetes.exposure is 'internal-load-balancer': the load balancers would admit "
+                "no one. List your build machines' ranges, or set kubernetes.exposure to 'cluster' for "
+                "in-cluster clients only",
+            )
+        if not self.tls.enabled:
+            raise SettingError(
+                "kubernetes.exposure",
+                kube.exposure,
+                "needs tls.enabled: builds and the cache would cross the network in plaintext; set "
+                "kubernetes.exposure to 'cluster'",
+            )
 
 
 # One model per platform, chosen by `platform`: each stack's components get exactly their settings.

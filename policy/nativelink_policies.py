@@ -18,6 +18,7 @@ with known values, during `pulumi up`. Violation messages name properties and en
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -87,6 +88,11 @@ POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
 KMS_ALGORITHMS = frozenset({"aws:kms", "aws:kms:dsse"})
 PUBLIC_ACCESS_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
 EXPOSED_SERVICE_TYPES = frozenset({"LoadBalancer", "NodePort"})
+# NativeLink's gRPC listeners (components/nativelink/layout.py): clients' and workers'.
+GRPC_PORTS = frozenset({50051, 50052, 50061, 50071})
+LB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer"
+# The explicit opt-in for a load balancer on the internet.
+INTERNET_FACING_OPT_IN = "nativelink-juicefs/internet-facing"
 
 # ---- what looks like a secret
 
@@ -423,6 +429,66 @@ worker_ports_not_exposed = ResourceValidationPolicy(
     validate=_validate_worker_api,
 )
 
+
+def _load_balancer_problems(props: Mapping[str, Any]) -> list[str]:
+    spec = _get(props, "spec")
+    if _get(spec, "type") != "LoadBalancer":
+        return []
+    annotations = _get(props, "metadata", "annotations") or {}
+    internal = (
+        _get(annotations, f"{LB_ANNOTATION}-scheme") == "internal"
+        or _get(annotations, f"{LB_ANNOTATION}-internal") == "true"
+    )
+    problems = []
+    if not internal and _get(annotations, INTERNET_FACING_OPT_IN) != "true":
+        problems.append(
+            f"a LoadBalancer Service that is not internal ({LB_ANNOTATION}-scheme: internal); annotate "
+            f"{INTERNET_FACING_OPT_IN}: 'true' to put it on the internet on purpose"
+        )
+    if not _items(_get(spec, "loadBalancerSourceRanges")):
+        problems.append("a LoadBalancer Service without loadBalancerSourceRanges admits every address that reaches it")
+    return problems
+
+
+def _plaintext_listeners(text: Any) -> list[str]:
+    """The gRPC listeners of a NativeLink config (JSON) that speak plaintext."""
+    if not isinstance(text, str):
+        return []
+    try:
+        config = json.loads(text)
+    except ValueError:
+        return []
+    servers = config.get("servers") if isinstance(config, dict) else None
+    found = []
+    for server in servers if isinstance(servers, list) else []:
+        http = _get(server, "listener", "http") or {}
+        address = str(_get(http, "socket_address") or "")
+        port_text = address.rpartition(":")[2]
+        port = int(port_text) if port_text.isdigit() else None
+        if port in GRPC_PORTS and not _get(http, "tls"):
+            found.append(f"NativeLink listener {_get(server, 'name') or address} ({address}) has no tls")
+    return found
+
+
+def _validate_endpoints(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type == K8S_SERVICE:
+        for message in _load_balancer_problems(args.props):
+            report_violation(message, None)
+    elif args.resource_type == K8S_CONFIG_MAP:
+        for text in (_get(args.props, "data") or {}).values():
+            for message in _plaintext_listeners(text):
+                report_violation(message, None)
+
+
+endpoints_private_and_encrypted = ResourceValidationPolicy(
+    name="endpoints-private-and-encrypted",
+    description=(
+        "On Kubernetes (prod) every NativeLink gRPC listener speaks TLS, and a LoadBalancer Service is internal "
+        f"(or annotated {INTERNET_FACING_OPT_IN}: 'true') and limited to loadBalancerSourceRanges."
+    ),
+    validate=_validate_endpoints,
+)
+
 # ---- secrets
 
 
@@ -548,6 +614,7 @@ POLICIES: list[Policy] = [
     rds_encrypted_protected_private,
     docker_ports_on_loopback,
     worker_ports_not_exposed,
+    endpoints_private_and_encrypted,
     no_plaintext_secrets,
     images_pinned,
 ]

@@ -10,6 +10,11 @@ from typing import Any
 
 import pulumi
 
+from tests import tls_provider
+
+# The VPC the mocked aws.ec2.get_vpc returns.
+VPC_CIDR = "10.0.0.0/16"
+
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 
@@ -32,6 +37,8 @@ class Recorded:
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     # The inputs as the program passed them (Outputs included), for tracing implicit dependencies.
     props: dict[str, Any] = field(default_factory=dict)
+    # What the mocked provider returned (inputs plus what it computes).
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def protect(self) -> bool:
@@ -92,7 +99,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             record.inputs = dict(args.inputs)
         outputs = dict(args.inputs)
         outputs.update(self._computed(args))
-        return f"{args.name}-id", outputs
+        record.outputs = outputs
+        # A certificate's id is its serial number, as the tls provider sets it.
+        resource_id = str(outputs.pop("id")) if args.typ in tls_provider.TYPES and "id" in outputs else None
+        return resource_id or f"{args.name}-id", outputs
 
     def _computed(self, args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
         """Outputs a real provider would compute."""
@@ -103,8 +113,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {
                 "stdout": "-----BEGIN ENCRYPTED PRIVATE KEY-----generated-protected-----END ENCRYPTED PRIVATE KEY-----"
             }
-        if args.typ == "tls:index/privateKey:PrivateKey":
-            return {"privateKeyPem": f"-----BEGIN RSA PRIVATE KEY-----{args.name}-----END RSA PRIVATE KEY-----"}
+        if args.typ in tls_provider.TYPES:
+            return tls_provider.computed(args.typ, args.name, reveal(dict(args.inputs)))
         if args.typ == "docker:index/remoteImage:RemoteImage":
             return {"imageId": image_id(args.inputs["name"])}
         if args.typ == "aws:elasticache/replicationGroup:ReplicationGroup":
@@ -134,6 +144,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"secret": f"generated-{args.name}-secret-key"}
         if args.typ.startswith("aws:"):
             return {"arn": f"arn:aws:mock:::{args.name}"}
+        if args.typ == "kubernetes:core/v1:Service" and (args.inputs.get("spec") or {}).get("type") == "LoadBalancer":
+            # The AWS Load Balancer Controller gives the Service its NLB's name.
+            hostname = f"{args.name}-0123456789.elb.eu-west-1.amazonaws.com"
+            return {**self._k8s_autoname(args), "status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}}
         if args.typ.startswith("kubernetes:"):
             return self._k8s_autoname(args)
         return {}
@@ -152,6 +166,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/ci", "userId": "ci"}, []
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, []
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {"id": args.args["id"], "cidrBlock": VPC_CIDR}, []
         return self.call_results.get(args.token, {}), []
 
     # ---- recording options through a legacy transformation (new-style transforms do not run under mocks)

@@ -101,16 +101,20 @@ def _fresh_mocks() -> RecordingMocks:
     return mocks
 
 
-def build_fresh(settings: Settings, secrets: StackSecrets | None = None) -> RecordingMocks:
+def fresh_stack(
+    settings: Settings, secrets: StackSecrets | None = None
+) -> tuple[RecordingMocks, dict[str, pulumi.Output[Any]]]:
     """Build the stack once more in the same test, on a fresh root stack and fresh mocks."""
     mocks = _fresh_mocks()
-    build(mocks, settings, secrets)
-    return mocks
+    return mocks, build(mocks, settings, secrets)
+
+
+def build_fresh(settings: Settings, secrets: StackSecrets | None = None) -> RecordingMocks:
+    return fresh_stack(settings, secrets)[0]
 
 
 def fresh_exports(settings: Settings, secrets: StackSecrets | None = None) -> dict[str, pulumi.Output[Any]]:
-    """The outputs of the stack built once more in the same test (see build_fresh)."""
-    return build(_fresh_mocks(), settings, secrets)
+    return fresh_stack(settings, secrets)[1]
 
 
 def resolve_exports(exports: Mapping[str, pulumi.Output[Any]]) -> dict[str, tuple[bool, Any]]:

@@ -94,7 +94,7 @@ def test_pack_requirements_match_the_project_pins() -> None:
 
 
 def test_policies_have_unique_names_and_descriptions() -> None:
-    assert len(BY_NAME) == len(pack.POLICIES) == 10
+    assert len(BY_NAME) == len(pack.POLICIES) == 11
     for policy in pack.POLICIES:
         assert policy.description.strip(), policy.name
         # Enforcement comes from the pack (MANDATORY for all), not from each policy.
@@ -266,6 +266,20 @@ CAS_CONFIG = render_cluster(
     cas_data=layout.DOCKER_CAS_DATA,
     worker_cpus=2,
 ).cas_server.to_json()
+TLS_CAS_CONFIG = render_cluster(
+    stack_settings("prod"),
+    Endpoints(cas_host="cas", scheduler_host="scheduler"),
+    cas_data=layout.CSI_CAS_DATA,
+    worker_cpus=2,
+).cas_server.to_json()
+INTERNAL = {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}
+
+
+def load_balancer(annotations: dict[str, str], ranges: list[str] | None = None) -> dict[str, Any]:
+    props = service("LoadBalancer", 50051, 50051, loadBalancerSourceRanges=ranges or ["10.20.30.0/24"])
+    return {**props, "metadata": {"annotations": annotations}}
+
+
 ENCRYPTED = {"atRestEncryptionEnabled": True, "transitEncryptionEnabled": True}
 SAFE_DB = {"storageEncrypted": True, "deletionProtection": True, "publiclyAccessible": False}
 SAFE_MEMORYDB = {"aclName": "juicefs-acl", "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/k", "tlsEnabled": True}
@@ -277,6 +291,36 @@ CASES = [
     Case("elasticache-encrypted", RG, {"transitEncryptionEnabled": True}, "atRestEncryptionEnabled", id="no-at-rest"),
     Case("elasticache-encrypted", RG, {**ENCRYPTED, "transitEncryptionEnabled": False}, "transitEncryptionEnabled"),
     Case("elasticache-encrypted", RG, {**ENCRYPTED, "transitEncryptionMode": "preferred"}, "'preferred'"),
+    # endpoints-private-and-encrypted
+    Case("endpoints-private-and-encrypted", SERVICE, load_balancer(INTERNAL), None, id="internal-lb"),
+    Case("endpoints-private-and-encrypted", SERVICE, service("ClusterIP", 50051), None, id="cluster-ip"),
+    Case(
+        "endpoints-private-and-encrypted",
+        SERVICE,
+        load_balancer({"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}),
+        None,
+        id="legacy-internal",
+    ),
+    Case("endpoints-private-and-encrypted", SERVICE, load_balancer({}), "is not internal", id="internet-facing"),
+    Case(
+        "endpoints-private-and-encrypted",
+        SERVICE,
+        load_balancer({"nativelink-juicefs/internet-facing": "true"}),
+        None,
+        id="opted-in",
+    ),
+    Case(
+        "endpoints-private-and-encrypted",
+        SERVICE,
+        {**service("LoadBalancer", 50051), "metadata": {"annotations": INTERNAL}},
+        "without loadBalancerSourceRanges",
+        id="no-ranges",
+    ),
+    Case("endpoints-private-and-encrypted", CONFIG_MAP, {"data": {"c": TLS_CAS_CONFIG}}, None, id="tls-config"),
+    Case(
+        "endpoints-private-and-encrypted", CONFIG_MAP, {"data": {"c": CAS_CONFIG}}, "public (0.0.0.0:50051) has no tls"
+    ),
+    Case("endpoints-private-and-encrypted", CONFIG_MAP, {"data": {"c": "not json"}}, None, id="other-data"),
     # memorydb-encrypted-with-acl
     Case("memorydb-encrypted-with-acl", MEMORYDB, SAFE_MEMORYDB, None, id="safe"),
     Case("memorydb-encrypted-with-acl", MEMORYDB, {**SAFE_MEMORYDB, "tlsEnabled": None}, None, id="tls-default"),
@@ -633,12 +677,15 @@ def test_policies_pass_on_good_resources_built_with_the_sdks(mocks: RecordingMoc
         k8s.apps.v1.StatefulSet("good-sts", spec=k8s.apps.v1.StatefulSetSpecArgs(**sdk_pod("cas", cas)), opts=opts())
         k8s.core.v1.Service(
             "good-svc",
+            metadata=k8s.meta.v1.ObjectMetaArgs(annotations=INTERNAL),
             spec=k8s.core.v1.ServiceSpecArgs(
-                type="LoadBalancer", ports=[k8s.core.v1.ServicePortArgs(port=50051, target_port=50051)]
+                type="LoadBalancer",
+                load_balancer_source_ranges=["10.20.30.0/24"],
+                ports=[k8s.core.v1.ServicePortArgs(port=50051, target_port=50051)],
             ),
             opts=opts(),
         )
-        k8s.core.v1.ConfigMap("good-cm", data={"cas.json5": CAS_CONFIG}, opts=opts())
+        k8s.core.v1.ConfigMap("good-cm", data={"cas.json5": TLS_CAS_CONFIG}, opts=opts())
         docker.Container(
             "good-container",
             image=DIGEST,
@@ -677,7 +724,12 @@ def test_policies_flag_bad_resources_built_with_the_sdks(mocks: RecordingMocks) 
             ),
             opts=opts(),
         )
-        k8s.core.v1.ConfigMap("bad-cm", data={"secret": "x"}, opts=opts())
+        k8s.core.v1.Service(
+            "bad-lb",
+            spec=k8s.core.v1.ServiceSpecArgs(type="LoadBalancer", ports=[k8s.core.v1.ServicePortArgs(port=50052)]),
+            opts=opts(),
+        )
+        k8s.core.v1.ConfigMap("bad-cm", data={"secret": "x", "cas.json5": CAS_CONFIG}, opts=opts())
         docker.RemoteImage("bad-image", name="redis", opts=opts())
         docker.Container(
             "bad-container",
@@ -701,6 +753,8 @@ def test_policies_flag_bad_resources_built_with_the_sdks(mocks: RecordingMocks) 
         ("worker-ports-not-exposed", "bad-svc"),
         ("worker-ports-not-exposed", "bad-ingress"),
         ("no-plaintext-secrets", "bad-cm"),
+        ("endpoints-private-and-encrypted", "bad-cm"),
+        ("endpoints-private-and-encrypted", "bad-lb"),
         ("images-pinned", "bad-image"),
         ("images-pinned", "bad-container"),
         ("no-plaintext-secrets", "bad-container"),

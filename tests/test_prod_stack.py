@@ -37,7 +37,7 @@ SUPPLIED_RSA_KEY = (
 )
 SUPPLIED_PASSPHRASE = "supplied-passphrase-value-9182"
 # What the mocks compute for generated secrets (tests/mocks.py); none may surface in plaintext.
-GENERATED_MARKERS = ("generated-", "RSA PRIVATE KEY")
+GENERATED_MARKERS = ("generated-", "PRIVATE KEY")
 SUPPLIED_MARKERS = ("supplied-kube-token-4711", "supplied-encrypted-rsa-material-0815", SUPPLIED_PASSPHRASE)
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -453,9 +453,9 @@ def test_generated_key_is_passphrase_protected_and_exported_as_secret(mocks: Rec
     protect = mocks.one("command:local:Command", "juicefs-rsa-key-protected")
     assert protect.inputs["create"] == ENCRYPT_KEY_COMMAND
     # Key on stdin, passphrase in the environment, nothing logged.
-    assert (
-        reveal(protect.inputs["stdin"]) == "-----BEGIN RSA PRIVATE KEY-----juicefs-rsa-key-----END RSA PRIVATE KEY-----"
-    )
+    plain_pem = key.outputs["privateKeyPem"]
+    assert reveal(protect.inputs["stdin"]) == plain_pem
+    assert plain_pem.startswith("-----BEGIN RSA PRIVATE KEY-----")
     assert reveal(protect.inputs["environment"]) == {"JFS_RSA_PASSPHRASE": "generated-juicefs-rsa-passphrase-password"}
     assert protect.inputs["logging"] == "none"
     assert protect.opts is not None and "stdout" in (protect.opts.additional_secret_outputs or [])
@@ -464,7 +464,7 @@ def test_generated_key_is_passphrase_protected_and_exported_as_secret(mocks: Rec
     assert data["encrypt_rsa_key"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     assert json.loads(data["envs"])["JFS_RSA_PASSPHRASE"] == "generated-juicefs-rsa-passphrase-password"
     for output, value in (
-        ("juicefsRsaKey", "-----BEGIN RSA PRIVATE KEY-----juicefs-rsa-key-----END RSA PRIVATE KEY-----"),
+        ("juicefsRsaKey", plain_pem),
         ("juicefsRsaPassphrase", "generated-juicefs-rsa-passphrase-password"),
     ):
         assert exports[output] == (True, value), output
@@ -565,6 +565,9 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
         "nativelink-cas-pods": [(50051, "grpc")],
         "nativelink-scheduler": [(50052, "grpc")],
         "nativelink-worker-api": [(50061, "worker-api")],
+        # The load balancers (kubernetes.exposure): client ports only.
+        "nativelink-cas-external": [(50051, "grpc")],
+        "nativelink-scheduler-external": [(50052, "grpc")],
     }
     services = {record.inputs["metadata"]["name"]: record.inputs["spec"] for record in mocks.of_type(SERVICE)}
     assert {name: spec.get("type") for name, spec in services.items() if name != "nativelink-cas-pods"} == {
@@ -572,6 +575,8 @@ def test_nativelink_workloads(mocks: RecordingMocks, engine: str) -> None:
         "nativelink-cas-workers": "ClusterIP",
         "nativelink-scheduler": "ClusterIP",
         "nativelink-worker-api": "ClusterIP",
+        "nativelink-cas-external": "LoadBalancer",
+        "nativelink-scheduler-external": "LoadBalancer",
     }
     # The StatefulSet's governing service is headless, as Kubernetes requires.
     assert cas["serviceName"] == "nativelink-cas-pods"
@@ -788,13 +793,31 @@ def test_autoscaler_owns_the_worker_count_when_enabled(mocks: RecordingMocks) ->
 
 def test_exports(mocks: RecordingMocks, engine: str) -> None:
     exports = resolve_exports(build(mocks, prod_settings(engine), supplied_secrets()))
-    assert set(exports) == {"bazelFlags", "casEndpoint", "schedulerEndpoint", "juicefsVolume", "alarmTopicArn"}
+    assert set(exports) == {
+        "bazelFlags",
+        "casEndpoint",
+        "schedulerEndpoint",
+        "juicefsVolume",
+        "alarmTopicArn",
+        "caCertificate",
+        "clientCertificates",
+    }
     _, flags = exports["bazelFlags"]
+    # Through the internal load balancers, over TLS, with the client certificate Bazel reads from files.
+    elb = "load-balancer-0123456789.elb.eu-west-1.amazonaws.com"
     assert flags == (
-        "--remote_executor=grpc://nativelink-scheduler.nativelink.svc.cluster.local:50052 "
-        "--remote_cache=grpc://nativelink-cas.nativelink.svc.cluster.local:50051 "
-        "--remote_upload_local_results=false"
+        f"--remote_executor=grpcs://nativelink-scheduler-{elb}:50052 "
+        f"--remote_cache=grpcs://nativelink-cas-{elb}:50051 "
+        "--remote_upload_local_results=false "
+        "--tls_certificate=nativelink-ca.crt "
+        "--tls_client_certificate=nativelink-client.crt --tls_client_key=nativelink-client.key"
     )
+    secret, ca = exports["caCertificate"]
+    assert not secret and ca.startswith("-----BEGIN CERTIFICATE-----")
+    secret, clients = exports["clientCertificates"]
+    assert secret and set(clients) == {"ci"}
+    assert clients["ci"]["privateKey"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert clients["ci"]["serial"].isdigit()
     _, volume = exports["juicefsVolume"]
     assert volume["claim"] == "nativelink-cas"
     assert volume["metadataEngine"] == engine
@@ -1109,7 +1132,10 @@ def test_prod_names_its_clients_or_says_port_forward_only() -> None:
         parse_settings(merged(raw, {"aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}}))
     assert "nativelink-juicefs:kubernetes.clientNamespaces" in str(error.value)
     assert "port-forward" in str(error.value)
-    explicit: list[dict[str, Any]] = [{"clientNamespaces": []}, {"clientCidrs": ["10.20.0.0/16"]}]
+    explicit: list[dict[str, Any]] = [
+        {"clientNamespaces": [], "exposure": "cluster"},
+        {"clientCidrs": ["10.20.0.0/16"]},
+    ]
     for lists in explicit:
         assert parse_settings(merged(raw, {"kubernetes": lists, "aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}}))
 

@@ -55,6 +55,9 @@ config:
     encrypt: true
   nativelink-juicefs:kubernetes:
     clientNamespaces: [ci]
+    clientCidrs: ["10.20.30.0/24"]
+  nativelink-juicefs:tls:
+    clients: [ci]
   nativelink-juicefs:kubeconfig:
     secure: v1:AAABAFakeCiphertextForTestsOnly0000000000000000000000000000000000000000000000000000000
 # End of the prod stack file.

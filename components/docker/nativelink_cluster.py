@@ -27,7 +27,8 @@ from components.docker.common import (
 from components.docker.jobs import one_shot
 from components.nativelink import layout
 from components.nativelink.clients import NativeLinkTier
-from components.nativelink.render import Endpoints, render_cluster
+from components.nativelink.render import Endpoints, grpc_scheme, render_cluster
+from components.tls.pki import ClusterPki, ServerNames
 
 if TYPE_CHECKING:
     from components.nativelink.schema import CasConfig
@@ -52,11 +53,20 @@ WORKER_REGISTERED = [
 ]
 
 
-def config_upload(content: str) -> list[docker.ContainerUploadArgs]:
-    # The provider marks `uploads` force-new (terraform-provider-docker, resource_docker_container.go:
-    # "New configuration forces a new deployment"), so a changed config replaces the container and
-    # NativeLink starts on the new one; no content-hash label is needed for that.
-    return [docker.ContainerUploadArgs(file=layout.CONFIG_PATH, content=content)]
+def config_upload(
+    content: str, tls_files: dict[str, pulumi.Output[str]] | None = None
+) -> list[docker.ContainerUploadArgs]:
+    """The config and, with tls.enabled, the process's TLS files (keys readable by root alone).
+
+    The provider marks `uploads` force-new (terraform-provider-docker, resource_docker_container.go:
+    "New configuration forces a new deployment"), so a changed config or a renewed certificate
+    replaces the container and NativeLink starts on the new files; no content-hash label is needed.
+    """
+    uploads = [docker.ContainerUploadArgs(file=layout.CONFIG_PATH, content=content)]
+    for name, pem in sorted((tls_files or {}).items()):
+        mode = "0600" if name.endswith(".key") else "0644"
+        uploads.append(docker.ContainerUploadArgs(file=f"{layout.TLS_DIR}/{name}", content=pem, permissions=mode))
+    return uploads
 
 
 class DockerNativeLinkCluster(NativeLinkTier):
@@ -93,7 +103,14 @@ class DockerNativeLinkCluster(NativeLinkTier):
             internal=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        services = NativeLinkContainers(self, settings, images, network, self.worker_network.name)
+        # Names the processes dial each other by, and Bazel's 127.0.0.1 / localhost.
+        names = ServerNames([endpoints.cas_host, endpoints.scheduler_host, "localhost"], [LOOPBACK])
+        self.pki = (
+            ClusterPki(f"{name}-tls", settings.tls, names, opts=pulumi.ResourceOptions(parent=self))
+            if (settings.tls.enabled)
+            else None
+        )
+        services = NativeLinkContainers(self, settings, images, network, self.worker_network.name, self.pki)
         published = settings.docker.ports
 
         self.cas = services.cas_server(endpoints.cas_host, configs.cas_server, shared_host_path, mount_container)
@@ -102,16 +119,19 @@ class DockerNativeLinkCluster(NativeLinkTier):
         self.scheduler = services.server(
             endpoints.scheduler_host,
             configs.scheduler,
+            "scheduler",
             depends_on=[self.cas_probe],
             ports=[docker.ContainerPortArgs(internal=layout.SCHEDULER_PORT, external=published.scheduler, ip=LOOPBACK)],
         )
         self.scheduler_probe = services.probe(endpoints.scheduler_host, self.scheduler)
         self.worker_binary, self.workers = services.workers(name, configs.worker, depends_on=[self.scheduler_probe])
 
+        scheme = grpc_scheme(settings)
         self.publish_endpoints(
-            f"grpc://{LOOPBACK}:{published.cas}",
-            f"grpc://{LOOPBACK}:{published.scheduler}",
+            f"{scheme}://{LOOPBACK}:{published.cas}",
+            f"{scheme}://{LOOPBACK}:{published.scheduler}",
             settings.nativelink,
+            settings.tls,
         )
 
 
@@ -135,20 +155,28 @@ class NativeLinkContainers:
         images: ClusterImages,
         network: pulumi.Input[str],
         worker_network: pulumi.Input[str],
+        pki: ClusterPki | None,
     ) -> None:
         self.parent = parent
         self.settings = settings
         self.images = images
         self.network = network
         self.worker_network = worker_network
+        self.pki = pki
+
+    def _uploads(self, config: CasConfig, role: str) -> list[docker.ContainerUploadArgs]:
+        return config_upload(config.to_json(), self.pki.files(role) if self.pki else None)
 
     def _opts(self, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self.parent, depends_on=list(depends_on))
+        # With TLS the uploads carry private keys: state keeps them encrypted.
+        secret = ["uploads"] if self.pki else None
+        return pulumi.ResourceOptions(parent=self.parent, depends_on=list(depends_on), additional_secret_outputs=secret)
 
     def server(
         self,
         host: str,
         config: CasConfig,
+        role: str,
         *,
         depends_on: Sequence[pulumi.Resource],
         ports: list[docker.ContainerPortArgs],
@@ -164,7 +192,7 @@ class NativeLinkContainers:
             name=host,
             image=self.images.nativelink,
             command=[layout.CONFIG_PATH],
-            uploads=config_upload(config.to_json()),
+            uploads=self._uploads(config, role),
             envs=[env("RUST_LOG", self.settings.nativelink.log_level)],
             capabilities=capabilities,
             mounts=mounts,
@@ -186,6 +214,7 @@ class NativeLinkContainers:
         return self.server(
             host,
             config,
+            "cas",
             depends_on=[mount_container],
             ports=[
                 docker.ContainerPortArgs(internal=layout.CAS_PORT, external=self.settings.docker.ports.cas, ip=LOOPBACK)
@@ -258,7 +287,7 @@ class NativeLinkContainers:
                     image=self.images.worker,
                     entrypoints=[layout.WORKER_BINARY],
                     command=[layout.CONFIG_PATH],
-                    uploads=config_upload(config.to_json()),
+                    uploads=self._uploads(config, "worker"),
                     envs=[env("RUST_LOG", self.settings.nativelink.log_level), env("WORKER_NAME", host)],
                     mounts=[
                         volume_mount(data.name, layout.WORKER_ROOT),

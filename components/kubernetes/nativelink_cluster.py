@@ -16,19 +16,23 @@ NetworkPolicies in network_policies.py.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.kubernetes import pods
+from components.kubernetes.exposure import ExternalHosts, load_balancers
 from components.kubernetes.network_policies import network_policy_specs
 from components.kubernetes.pods import labels
 from components.nativelink import layout
 from components.nativelink.clients import NativeLinkTier
-from components.nativelink.render import ClusterConfigs, Endpoints, render_cluster
+from components.nativelink.render import ClusterConfigs, Endpoints, grpc_scheme, render_cluster
 from components.settings import quantity_value
+from components.tls.pki import ClusterPki, ServerNames
 
 if TYPE_CHECKING:
     from components.settings import ProdSettings
@@ -50,6 +54,9 @@ MOUNT_IMAGE_ANNOTATION = "nativelink-juicefs/mount-image"
 # A mount pod keeps the credentials it started with, so a new identity rolls the CAS server, before the
 # old one is removed (Pulumi deletes what it replaces last).
 S3_IDENTITY_ANNOTATION = "nativelink-juicefs/s3-identity"
+# On every pod with TLS files: a digest of its certificates and the CRL. NativeLink reads them only at
+# start, so a renewed certificate or a new revocation rolls the pods.
+TLS_DIGEST_ANNOTATION = "nativelink-juicefs/tls-digest"
 # Pod Security Admission: workers run build actions as root, which `restricted` forbids; the rest would pass it.
 POD_SECURITY_LABELS = {
     "pod-security.kubernetes.io/enforce": "baseline",
@@ -60,6 +67,37 @@ POD_SECURITY_LABELS = {
 
 def service_host(service: str, namespace: str) -> str:
     return f"{service}.{namespace}.svc.cluster.local"
+
+
+def service_names(service: str, namespace: str) -> list[str]:
+    """Every name a pod may dial a service by, the short ones included."""
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", service_host(service, namespace)]
+
+
+def server_names(namespace: str, external: ExternalHosts | None, external_domain: str | None) -> ServerNames:
+    """The server certificate's names: the in-cluster services, the load balancers and their records."""
+    names: list[pulumi.Input[str]] = [
+        name for service in (CAS, CAS_WORKERS, SCHEDULER, WORKER_API) for name in service_names(service, namespace)
+    ]
+    if external is not None:
+        names += [external.cas, external.scheduler]
+    if external_domain is not None:
+        names += [f"cas.{external_domain}", f"scheduler.{external_domain}"]
+    return ServerNames(names)
+
+
+def _public(name: str) -> bool:
+    return not name.endswith(".key")
+
+
+def public_digest(files: Mapping[str, str]) -> str:
+    """sha256 of the public TLS files (certificates, CRL): changes whenever one is renewed or revoked."""
+    return hashlib.sha256("".join(pem for name, pem in sorted(files.items()) if _public(name)).encode()).hexdigest()
+
+
+def tls_digest(files: dict[str, pulumi.Output[str]]) -> pulumi.Output[str]:
+    # From the public files only: a digest of a secret would be secret, and hide the pod spec in previews.
+    return pulumi.Output.all(**{name: pem for name, pem in files.items() if _public(name)}).apply(public_digest)
 
 
 def cluster_endpoints(namespace: str) -> Endpoints:
@@ -99,6 +137,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         claim_name: pulumi.Input[str],
         block_storage: pulumi.Resource,
         s3_identity: pulumi.Input[str],
+        vpc_cidr: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("nativelink:cluster:KubernetesCluster", name, None, opts)
@@ -110,16 +149,38 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         worker_cpus = max(1, math.floor(quantity_value(settings.kubernetes.worker_resources.cpu_limit)))
         configs = render_cluster(settings, cluster_endpoints(ns), cas_data=layout.CSI_CAS_DATA, worker_cpus=worker_cpus)
 
+        kube = settings.kubernetes
+        self.external = (
+            load_balancers(name, kube, self._namespace, self) if kube.exposure == "internal-load-balancer" else None
+        )
+        external = self.external
+        # The load balancers check health from their addresses in the VPC.
+        self._health_check_sources = [vpc_cidr] if external is not None and vpc_cidr is not None else []
+        names = server_names(ns, external, kube.external_domain)
+        self.pki = ClusterPki(f"{name}-tls", settings.tls, names, opts=self._child()) if settings.tls.enabled else None
+
         serving = self._serving_priority_class()
         self.cas_server = self._cas_server(configs, claim_name, serving, s3_identity)
         self._scheduler(configs, serving)
         self._workers(configs, block_storage)
         self._network_policies()
+        cas_host, scheduler_host = self._client_hosts(external)
+        scheme = grpc_scheme(settings)
         self.publish_endpoints(
-            f"grpc://{service_host(CAS, ns)}:{layout.CAS_PORT}",
-            f"grpc://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}",
+            pulumi.Output.concat(f"{scheme}://", cas_host, f":{layout.CAS_PORT}"),
+            pulumi.Output.concat(f"{scheme}://", scheduler_host, f":{layout.SCHEDULER_PORT}"),
             settings.nativelink,
+            settings.tls,
         )
+
+    def _client_hosts(self, external: ExternalHosts | None) -> tuple[pulumi.Input[str], pulumi.Input[str]]:
+        """What Bazel dials: the records under externalDomain, else the load balancers, else the services."""
+        kube = self._settings.kubernetes
+        if kube.external_domain is not None:
+            return f"cas.{kube.external_domain}", f"scheduler.{kube.external_domain}"
+        if external is not None:
+            return external.cas, external.scheduler
+        return service_host(CAS, kube.namespace), service_host(SCHEDULER, kube.namespace)
 
     # ---- shared pieces
 
@@ -146,6 +207,21 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             },
             opts=self._child(),
         )
+
+    def _tls(self, role: str) -> tuple[list[Any], list[Any], dict[str, pulumi.Input[str]]]:
+        """The role's TLS files as a Secret volume: (volumes, volume mounts, pod annotations); empty without TLS."""
+        if self.pki is None:
+            return [], [], {}
+        files = self.pki.files(role)
+        secret = k8s.core.v1.Secret(
+            f"{self._name}-{role}-tls",
+            metadata={"name": f"nativelink-{role}-tls", "namespace": self._namespace, "labels": labels(role)},
+            string_data=files,
+            opts=self._child(),
+        )
+        volume = {"name": "tls", "secret": {"secret_name": secret.metadata.name}}
+        mount = {"name": "tls", "mount_path": layout.TLS_DIR, "read_only": True}
+        return [volume], [mount], {TLS_DIGEST_ANNOTATION: tls_digest(files)}
 
     def _disruption_budget(self, component: str) -> None:
         # maxUnavailable, never minAvailable 1: on one replica that refuses every eviction, so drains,
@@ -200,6 +276,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             opts=self._child(),
         )
         tmp_volume, tmp_mount = pods.scratch_volume()
+        tls_volumes, tls_mounts, tls_annotations = self._tls("cas")
         main = pods.container(
             "cas",
             settings,
@@ -216,6 +293,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
                     "mount_propagation": "HostToContainer",
                 },
                 tmp_mount,
+                *tls_mounts,
             ],
             # The filesystem stores index every file at start; on a large CAS that takes a while.
             startup_failures=pods.CAS_STARTUP_FAILURES,
@@ -233,13 +311,21 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
                     "metadata": pods.template_metadata(
                         "cas",
                         text,
-                        {MOUNT_IMAGE_ANNOTATION: settings.versions.juicefs, S3_IDENTITY_ANNOTATION: s3_identity},
+                        {
+                            MOUNT_IMAGE_ANNOTATION: settings.versions.juicefs,
+                            S3_IDENTITY_ANNOTATION: s3_identity,
+                            **tls_annotations,
+                        },
                     ),
                     "spec": pods.pod_spec(
                         settings,
                         main,
                         config.metadata.name,
-                        [{"name": "cas-data", "persistent_volume_claim": {"claim_name": claim_name}}, tmp_volume],
+                        [
+                            {"name": "cas-data", "persistent_volume_claim": {"claim_name": claim_name}},
+                            tmp_volume,
+                            *tls_volumes,
+                        ],
                         init_containers=[pods.store_owner_init(settings)],
                         priority_class=serving.metadata.name,
                     ),
@@ -262,6 +348,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         # Its own ClusterIP service, so the NetworkPolicy and clients never mix the two ports up.
         self._service("worker-api-service", WORKER_API, "scheduler", "worker-api", layout.WORKER_API_PORT)
         tmp_volume, tmp_mount = pods.scratch_volume()
+        tls_volumes, tls_mounts, tls_annotations = self._tls("scheduler")
         main = pods.container(
             "scheduler",
             settings,
@@ -270,7 +357,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
                 {"name": "grpc", "container_port": layout.SCHEDULER_PORT},
                 {"name": "worker-api", "container_port": layout.WORKER_API_PORT},
             ],
-            volume_mounts=[tmp_mount],
+            volume_mounts=[tmp_mount, *tls_mounts],
             startup_failures=pods.STARTUP_FAILURES,
             security=pods.nativelink_security(),
         )
@@ -282,9 +369,13 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
                 "strategy": {"type": "Recreate"},
                 "selector": {"match_labels": labels("scheduler")},
                 "template": {
-                    "metadata": pods.template_metadata("scheduler", text),
+                    "metadata": pods.template_metadata("scheduler", text, tls_annotations),
                     "spec": pods.pod_spec(
-                        settings, main, config.metadata.name, [tmp_volume], priority_class=serving.metadata.name
+                        settings,
+                        main,
+                        config.metadata.name,
+                        [tmp_volume, *tls_volumes],
+                        priority_class=serving.metadata.name,
                     ),
                 },
             },
@@ -297,6 +388,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         kube = settings.kubernetes
         text = configs.worker.to_json()
         config = self._config_map("worker", text)
+        tls_volumes, tls_mounts, tls_annotations = self._tls("worker")
         main = pods.container(
             "worker",
             settings,
@@ -305,6 +397,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             volume_mounts=[
                 {"name": "worker-root", "mount_path": layout.WORKER_ROOT},
                 {"name": "nativelink-binary", "mount_path": layout.WORKER_BINARY_DIR, "read_only": True},
+                *tls_mounts,
             ],
             startup_failures=pods.STARTUP_FAILURES,
             security=pods.worker_security(),
@@ -321,12 +414,12 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             "security_context": {"allow_privilege_escalation": False, "capabilities": {"drop": ["ALL"]}},
             "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
         }
-        volumes = [pods.worker_root_volume(settings), {"name": "nativelink-binary", "empty_dir": {}}]
+        volumes = [pods.worker_root_volume(settings), {"name": "nativelink-binary", "empty_dir": {}}, *tls_volumes]
         spec: Any = {
             "selector": {"match_labels": labels("worker")},
             "strategy": {"type": "RollingUpdate", "rolling_update": {"max_unavailable": 1, "max_surge": 1}},
             "template": {
-                "metadata": pods.template_metadata("worker", text),
+                "metadata": pods.template_metadata("worker", text, tls_annotations),
                 "spec": pods.pod_spec(settings, main, config.metadata.name, volumes, init_containers=[binary_init]),
             },
         }
@@ -375,7 +468,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         )
 
     def _network_policies(self) -> None:
-        for suffix, spec in network_policy_specs(self._settings.kubernetes).items():
+        for suffix, spec in network_policy_specs(self._settings.kubernetes, self._health_check_sources).items():
             k8s.networking.v1.NetworkPolicy(
                 f"{self._name}-{suffix}-network",
                 metadata={"namespace": self._namespace, "labels": {"app.kubernetes.io/name": "nativelink"}},

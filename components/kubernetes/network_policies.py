@@ -6,12 +6,17 @@
   in kubernetes.workerEgressCidrs (never the metadata engine, the node's IMDS or the internet otherwise).
 Clients are the pods of kubernetes.clientNamespaces and the addresses in kubernetes.clientCidrs; pods of
 this namespace other than the tier's own reach nothing (default deny, both ways).
-Kubelet probes come from the node, which NetworkPolicy always admits.
+Kubelet probes come from the node, which NetworkPolicy always admits. With load balancers
+(kubernetes.exposure), client traffic keeps the client's address, so clientCidrs admit it; the load
+balancers' health checks reach the health port from addresses in the VPC.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import pulumi
 
 from components.kubernetes.pods import labels
 from components.nativelink import layout
@@ -54,9 +59,21 @@ def _dns() -> Any:
     }
 
 
-def network_policy_specs(kube: KubernetesSettings) -> dict[str, Any]:
-    """Policy name suffix -> NetworkPolicy spec."""
+def network_policy_specs(
+    kube: KubernetesSettings, health_check_sources: Sequence[pulumi.Input[str]] = ()
+) -> dict[str, Any]:
+    """Policy name suffix -> NetworkPolicy spec; `health_check_sources` reach the health port of CAS and scheduler."""
     clients = client_peers(kube)
+    health_checks = (
+        [
+            {
+                "from_": [{"ip_block": {"cidr": cidr}} for cidr in health_check_sources],
+                "ports": [_tcp(layout.HEALTH_PORT)],
+            }
+        ]
+        if health_check_sources
+        else []
+    )
     worker_egress: list[Any] = [
         {"to": [_pods("cas")], "ports": [_tcp(layout.WORKER_CAS_PORT)]},
         {"to": [_pods("scheduler")], "ports": [_tcp(layout.WORKER_API_PORT)]},
@@ -73,6 +90,7 @@ def network_policy_specs(kube: KubernetesSettings) -> dict[str, Any]:
             "ingress": [
                 {"from_": [*clients, _pods("scheduler")], "ports": [_tcp(layout.CAS_PORT)]},
                 {"from_": [_pods("worker")], "ports": [_tcp(layout.WORKER_CAS_PORT)]},
+                *health_checks,
             ],
             "egress": [],
         },
@@ -83,6 +101,7 @@ def network_policy_specs(kube: KubernetesSettings) -> dict[str, Any]:
                 # An empty `from` would admit every source: no rule at all when there are no clients.
                 *([{"from_": clients, "ports": [_tcp(layout.SCHEDULER_PORT)]}] if clients else []),
                 {"from_": [_pods("worker")], "ports": [_tcp(layout.WORKER_API_PORT)]},
+                *health_checks,
             ],
             "egress": [{"to": [_pods("cas")], "ports": [_tcp(layout.CAS_PORT)]}, _dns()],
         },

@@ -7,10 +7,15 @@ from typing import TYPE_CHECKING
 import pulumi
 
 if TYPE_CHECKING:
-    from components.settings import NativeLinkSettings
+    from components.settings import NativeLinkSettings, TlsSettings
+
+# Where bazelFlags expects the TLS files, relative to the workspace (README: "Bazel over TLS").
+BAZEL_CA_FILE = "nativelink-ca.crt"
+BAZEL_CLIENT_CERT_FILE = "nativelink-client.crt"
+BAZEL_CLIENT_KEY_FILE = "nativelink-client.key"
 
 
-def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLinkSettings) -> str:
+def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLinkSettings, tls: TlsSettings) -> str:
     """Remote-execution flags for a cluster whose CAS server and scheduler answer at these gRPC endpoints."""
     flags = [
         f"--remote_executor={scheduler_endpoint}",
@@ -23,6 +28,11 @@ def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLi
         # The clients' action cache is read-only: uploads would only fail (NativeLink still advertises
         # update_enabled, capabilities_server.rs:171-173), each with a warning.
         flags.append("--remote_upload_local_results=false")
+    if tls.enabled:
+        flags.append(f"--tls_certificate={BAZEL_CA_FILE}")
+    if tls.enabled and tls.client_auth:
+        # Bazel reads the client key as PKCS#8 only.
+        flags += [f"--tls_client_certificate={BAZEL_CLIENT_CERT_FILE}", f"--tls_client_key={BAZEL_CLIENT_KEY_FILE}"]
     return " ".join(flags)
 
 
@@ -33,11 +43,19 @@ class NativeLinkTier(pulumi.ComponentResource):
     scheduler_endpoint: pulumi.Output[str]
     bazel_flags: pulumi.Output[str]
 
-    def publish_endpoints(self, cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLinkSettings) -> None:
+    def publish_endpoints(
+        self,
+        cas_endpoint: pulumi.Input[str],
+        scheduler_endpoint: pulumi.Input[str],
+        nativelink: NativeLinkSettings,
+        tls: TlsSettings,
+    ) -> None:
         """Set the NativeLinkCluster outputs and register them (the component's last step)."""
         self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
         self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
-        self.bazel_flags = pulumi.Output.from_input(bazel_flags(cas_endpoint, scheduler_endpoint, nativelink))
+        self.bazel_flags = pulumi.Output.all(self.cas_endpoint, self.scheduler_endpoint).apply(
+            lambda endpoints: bazel_flags(endpoints[0], endpoints[1], nativelink, tls)
+        )
         self.register_outputs(
             {
                 "cas_endpoint": self.cas_endpoint,

@@ -25,6 +25,15 @@ ADMIN_PORT = 50082
 ADMIN_PATH = "/admin"
 
 CONFIG_PATH = "/etc/nativelink/config.json5"
+# TLS material of each process (tls.enabled): the stack's CA and its revocation list everywhere, the
+# server identity in the CAS server and scheduler, a client identity in the scheduler and workers.
+TLS_DIR = "/etc/nativelink/tls"
+TLS_CA = f"{TLS_DIR}/ca.crt"
+TLS_CRL = f"{TLS_DIR}/crl.pem"
+TLS_SERVER_CERT = f"{TLS_DIR}/server.crt"
+TLS_SERVER_KEY = f"{TLS_DIR}/server.key"
+TLS_CLIENT_CERT = f"{TLS_DIR}/client.crt"
+TLS_CLIENT_KEY = f"{TLS_DIR}/client.key"
 # Workers run in a toolchain image; the nativelink binary is copied in beside it at this path.
 WORKER_BINARY_DIR = "/opt/nativelink"
 WORKER_BINARY = f"{WORKER_BINARY_DIR}/nativelink"

@@ -18,6 +18,7 @@ from components.nativelink.schema import (
     CapabilitiesRemoteExecutionConfig,
     CasConfig,
     CasStoreConfig,
+    ClientTlsConfig,
     CompletenessCheckingSpec,
     EndpointConfig,
     EvictionPolicy,
@@ -39,6 +40,7 @@ from components.nativelink.schema import (
     ServicesConfig,
     SimpleSpec,
     StoreSpec,
+    TlsConfig,
     UploadActionResultConfig,
     VerifySpec,
     WorkerApiConfig,
@@ -83,12 +85,33 @@ class ClusterConfigs:
     cas_data: layout.CasData
 
 
-def _listener(name: str, port: int, services: ServicesConfig, host: str = "0.0.0.0") -> ServerConfig:
+def _listener(
+    name: str, port: int, services: ServicesConfig, host: str = "0.0.0.0", tls: TlsConfig | None = None
+) -> ServerConfig:
     return ServerConfig(
         name=name,
-        listener=ListenerConfig(http=HttpListener(socket_address=f"{host}:{port}")),
+        listener=ListenerConfig(http=HttpListener(socket_address=f"{host}:{port}", tls=tls)),
         services=services,
     )
+
+
+def _server_tls(settings: Settings, *, clients_authenticate: bool) -> TlsConfig | None:
+    """A gRPC listener's TLS: the server identity, and the CA and CRL when clients must show a certificate."""
+    if not settings.tls.enabled:
+        return None
+    mutual = {"client_ca_file": layout.TLS_CA, "client_crl_file": layout.TLS_CRL} if clients_authenticate else {}
+    return TlsConfig(cert_file=layout.TLS_SERVER_CERT, key_file=layout.TLS_SERVER_KEY, **mutual)
+
+
+def _client_tls(settings: Settings) -> ClientTlsConfig | None:
+    """How the scheduler and workers connect: they verify the server and show their own certificate."""
+    if not settings.tls.enabled:
+        return None
+    return ClientTlsConfig(ca_file=layout.TLS_CA, cert_file=layout.TLS_CLIENT_CERT, key_file=layout.TLS_CLIENT_KEY)
+
+
+def grpc_scheme(settings: Settings) -> str:
+    return "grpcs" if settings.tls.enabled else "grpc"
 
 
 def _health_listener() -> ServerConfig:
@@ -104,12 +127,12 @@ def _filesystem(paths: layout.StorePaths, max_bytes: int) -> FilesystemSpec:
 
 
 def _remote_stores(settings: Settings, host: str, port: int) -> list[NamedStore]:
-    address = f"grpc://{host}:{port}"
+    endpoint = GrpcEndpoint(address=f"{grpc_scheme(settings)}://{host}:{port}", tls_config=_client_tls(settings))
     instance = settings.nativelink.instance_name
     return [
         NamedStore(
             name=name,
-            grpc=GrpcSpec(instance_name=instance, endpoints=[GrpcEndpoint(address=address)], store_type=kind),
+            grpc=GrpcSpec(instance_name=instance, endpoints=[endpoint], store_type=kind),
         )
         for name, kind in ((REMOTE_CAS_STORE, "cas"), (REMOTE_AC_STORE, "ac"))
     ]
@@ -138,8 +161,21 @@ def render_cas_server(settings: Settings, cas_data: layout.CasData) -> CasConfig
             ),
         ],
         servers=[
-            _cas_listener("public", layout.CAS_PORT, instance, ac_read_only=_clients_read_only(settings)),
-            _cas_listener("workers", layout.WORKER_CAS_PORT, instance, ac_read_only=False),
+            _cas_listener(
+                "public",
+                layout.CAS_PORT,
+                instance,
+                ac_read_only=_clients_read_only(settings),
+                tls=_server_tls(settings, clients_authenticate=settings.tls.client_auth),
+            ),
+            # Workers always authenticate: they write the action cache.
+            _cas_listener(
+                "workers",
+                layout.WORKER_CAS_PORT,
+                instance,
+                ac_read_only=False,
+                tls=_server_tls(settings, clients_authenticate=True),
+            ),
             _health_listener(),
         ],
     )
@@ -149,11 +185,12 @@ def _clients_read_only(settings: Settings) -> bool:
     return not settings.nativelink.clients_upload_results
 
 
-def _cas_listener(name: str, port: int, instance: str, *, ac_read_only: bool) -> ServerConfig:
+def _cas_listener(name: str, port: int, instance: str, *, ac_read_only: bool, tls: TlsConfig | None) -> ServerConfig:
     return _listener(
         name,
         port,
-        ServicesConfig(
+        tls=tls,
+        services=ServicesConfig(
             cas=[CasStoreConfig(instance_name=instance, cas_store=CAS_STORE)],
             # A read-only AC answers updates with PERMISSION_DENIED (v1.6.6 ac_server.rs:131-136).
             ac=[AcStoreConfig(instance_name=instance, ac_store=AC_STORE, read_only=ac_read_only)],
@@ -200,10 +237,14 @@ def render_scheduler(settings: Settings, endpoints: Endpoints) -> CasConfig:
                         )
                     ],
                 ),
+                tls=_server_tls(settings, clients_authenticate=settings.tls.client_auth),
             ),
             # Alone on its own port, as upstream asks: workers are not clients.
             _listener(
-                "worker_api", layout.WORKER_API_PORT, ServicesConfig(worker_api=WorkerApiConfig(scheduler=SCHEDULER))
+                "worker_api",
+                layout.WORKER_API_PORT,
+                ServicesConfig(worker_api=WorkerApiConfig(scheduler=SCHEDULER)),
+                tls=_server_tls(settings, clients_authenticate=True),
             ),
             _health_listener(),
             _listener(
@@ -244,7 +285,8 @@ def render_worker(settings: Settings, endpoints: Endpoints, cpus: int) -> CasCon
                 local=LocalWorkerConfig(
                     name=WORKER_NAME,
                     worker_api_endpoint=EndpointConfig(
-                        uri=f"grpc://{endpoints.scheduler_host}:{layout.WORKER_API_PORT}"
+                        uri=f"{grpc_scheme(settings)}://{endpoints.scheduler_host}:{layout.WORKER_API_PORT}",
+                        tls_config=_client_tls(settings),
                     ),
                     cas_fast_slow_store=WORKER_FAST_SLOW_STORE,
                     upload_action_result=UploadActionResultConfig(ac_store=REMOTE_AC_STORE),

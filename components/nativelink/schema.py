@@ -45,10 +45,41 @@ class FilesystemSpec(_Struct):
     eviction_policy: EvictionPolicy | None = None
 
 
+class ClientTlsConfig(_Struct):
+    """nativelink-config/src/stores.rs `ClientTlsConfig` (no `deny_unknown_fields` there; refused here).
+
+    v1.6.6 nativelink-util/src/tls_utils.rs `load_client_config`: `ca_file` is required unless native
+    roots are used, and a certificate needs its key.
+    """
+
+    ca_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _identity_pairs(self) -> ClientTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate and its key go together")
+        return self
+
+
+def _tls_scheme(address: str, tls: ClientTlsConfig | None) -> None:
+    # tls_utils.rs `endpoint_from`: TLS settings need grpcs:// (or https://), and grpcs:// needs them.
+    secure = address.startswith(("grpcs://", "https://"))
+    if secure != (tls is not None):
+        raise ValueError(f"{address}: grpcs:// and a tls_config go together")
+
+
 class GrpcEndpoint(_Struct):
     """nativelink-config/src/stores.rs `GrpcEndpoint`."""
 
     address: str
+    tls_config: ClientTlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _scheme_matches(self) -> GrpcEndpoint:
+        _tls_scheme(self.address, self.tls_config)
+        return self
 
 
 class GrpcSpec(_Struct):
@@ -148,6 +179,12 @@ class EndpointConfig(_Struct):
     """nativelink-config/src/cas_server.rs `EndpointConfig`."""
 
     uri: str
+    tls_config: ClientTlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _scheme_matches(self) -> EndpointConfig:
+        _tls_scheme(self.uri, self.tls_config)
+        return self
 
 
 class UploadActionResultConfig(_Struct):
@@ -197,10 +234,30 @@ class WorkerConfig(_Struct):
 # ---- servers (nativelink-config/src/cas_server.rs) ----
 
 
+class TlsConfig(_Struct):
+    """nativelink-config/src/cas_server.rs `TlsConfig`: a listener's certificate, and mutual TLS when `client_ca_file`.
+
+    v1.6.6 src/bin/nativelink.rs reads one PEM key (PKCS#8, SEC1 or PKCS#1) and, with a client CA,
+    verifies clients against it and the CRLs in `client_crl_file`.
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    client_crl_file: str | None = None
+
+    @model_validator(mode="after")
+    def _crl_needs_ca(self) -> TlsConfig:
+        if self.client_crl_file is not None and self.client_ca_file is None:
+            raise ValueError("client_crl_file without client_ca_file is never read")
+        return self
+
+
 class HttpListener(_Struct):
     """nativelink-config/src/cas_server.rs `HttpListener`."""
 
     socket_address: str
+    tls: TlsConfig | None = None
 
 
 class ListenerConfig(_Struct):

@@ -79,7 +79,8 @@ def prod_settings(engine: str, algo: str, **juicefs: Any) -> JuiceFsSettings:
                     "metadataEngine": engine,
                 },
                 "juicefs": {"encrypt": True, "encryptAlgo": algo, "trashDays": TRASH_DAYS, **juicefs},
-                "kubernetes": {"clientNamespaces": []},
+                "kubernetes": {"clientNamespaces": [], "exposure": "cluster"},
+                "tls": {"clients": ["ci"]},
             },
         )
     )
