@@ -110,6 +110,7 @@ def build_prod_stack(
         **tls_outputs(cluster.pki),
         "alarmTopicArn": alarms.topic_arn,
         "bazelFlags": cluster.bazel_flags,
+        "inClusterBazelFlags": cluster.in_cluster_bazel_flags,
         "casEndpoint": cluster.cas_endpoint,
         "schedulerEndpoint": cluster.scheduler_endpoint,
         "juicefsVolume": {
@@ -123,6 +124,9 @@ def build_prod_stack(
             "encrypted": settings.juicefs.encrypt,
         },
     }
+    if cluster.external is not None:
+        # For DNS records of your own (kubernetes.externalDomain without aws.privateZoneId).
+        outputs["loadBalancers"] = {"cas": cluster.external.cas, "scheduler": cluster.external.scheduler}
     if volume.generated_key is not None:
         # Needed to restore JuiceFS's encrypted metadata backups; `pulumi stack output --show-secrets`.
         outputs["juicefsRsaKey"] = volume.generated_key.plain_pem

@@ -18,6 +18,9 @@ from tests.mocks import RecordingMocks
 ROOT = Path(__file__).resolve().parent.parent
 # A throwaway CA standing in for the RDS bundle, which the operator commits (README, Prod).
 TEST_CA_BUNDLE = "tests/fixtures/test-ca-bundle.pem"
+# What an operator fills in before the first prod `up`: the file lists no client ranges, so that the
+# program refuses it until someone chooses.
+PROD_CHOICES = {"kubernetes": {"clientCidrs": ["10.20.30.0/24"]}}
 
 
 def project_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,6 +41,11 @@ def stack_config(stack: str) -> dict[str, Any]:
     return project_config(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"])
 
 
+def prod_config() -> dict[str, Any]:
+    """Pulumi.prod.yaml's config with the operator's choices (PROD_CHOICES) filled in."""
+    return merged(stack_config("prod"), PROD_CHOICES)
+
+
 def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """`base` with `overrides` merged in, nested mappings key by key."""
     result = copy.deepcopy(base)
@@ -53,7 +61,7 @@ def stack_settings(stack: str, **overrides: Any) -> Settings:
     """The stack's settings with `overrides` merged in; prod gets the throwaway RDS CA bundle."""
     raw = stack_config(stack)
     if stack == "prod":
-        raw = merged(raw, {"aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}})
+        raw = merged(prod_config(), {"aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}})
     return parse_settings(merged(raw, overrides))
 
 

@@ -24,6 +24,7 @@ from tests.stacks import (
     build,
     build_fresh,
     merged,
+    prod_config,
     prod_stack_settings,
     resolve_exports,
     stack_config,
@@ -86,12 +87,12 @@ def statements(policy: Any) -> list[dict[str, Any]]:
 
 
 def test_prod_yaml_is_valid_and_pins_the_dev_versions() -> None:
-    settings = parse_settings(stack_config("prod"))
+    settings = parse_settings(prod_config())
     dev = stack_config("dev")["versions"]
     assert settings.platform == "aws"
     assert settings.juicefs.encrypt
     assert settings.allow_insecure == []
-    assert stack_config("prod")["versions"] == dev
+    assert prod_config()["versions"] == dev
 
 
 def test_buckets_are_encrypted_versioned_private_and_replicated(mocks: RecordingMocks, engine: str) -> None:
@@ -300,8 +301,9 @@ def test_memorydb_is_one_shard_over_tls_with_an_acl_user_and_never_evicts(mocks:
     ingress_only_from_nodes(mocks, 6379)
     # The user in the URL, its password in the environment; TLS against public roots.
     data = reveal(mocks.one(SECRET, "juicefs-credentials").inputs["stringData"])
-    assert (
-        data["metaurl"] == "rediss://nativelink-juicefs-test@clustercfg.metadata-memorydb.memorydb.amazonaws.com:6379/1"
+    assert data["metaurl"] == (
+        "rediss://nativelink-juicefs-test@clustercfg.metadata-memorydb.memorydb.amazonaws.com:6379/1"
+        "?max-retry-backoff=1s"
     )
     assert json.loads(data["envs"])["META_PASSWORD"] == "generated-metadata-password-password"
 
@@ -801,6 +803,8 @@ def test_exports(mocks: RecordingMocks, engine: str) -> None:
         "alarmTopicArn",
         "caCertificate",
         "clientCertificates",
+        "inClusterBazelFlags",
+        "loadBalancers",
     }
     _, flags = exports["bazelFlags"]
     # Through the internal load balancers, over TLS, with the client certificate Bazel reads from files.
@@ -810,8 +814,15 @@ def test_exports(mocks: RecordingMocks, engine: str) -> None:
         f"--remote_cache=grpcs://nativelink-cas-{elb}:50051 "
         "--remote_upload_local_results=false "
         "--tls_certificate=nativelink-ca.crt "
-        "--tls_client_certificate=nativelink-client.crt --tls_client_key=nativelink-client.key"
+        "--tls_client_certificate=nativelink-client.crt --tls_client_key=nativelink-client.key "
+        "--grpc_keepalive_time=30s"
     )
+    # Pods of clientNamespaces dial the services, over the same TLS.
+    assert exports["inClusterBazelFlags"][1].startswith(
+        "--remote_executor=grpcs://nativelink-scheduler.nativelink.svc.cluster.local:50052 "
+        "--remote_cache=grpcs://nativelink-cas.nativelink.svc.cluster.local:50051 "
+    )
+    assert exports["loadBalancers"][1] == {"cas": f"nativelink-cas-{elb}", "scheduler": f"nativelink-scheduler-{elb}"}
     secret, ca = exports["caCertificate"]
     assert not secret and ca.startswith("-----BEGIN CERTIFICATE-----")
     secret, clients = exports["clientCertificates"]
@@ -1126,7 +1137,7 @@ def test_rds_backups_are_replicated_to_the_second_region(mocks: RecordingMocks) 
 
 def test_prod_names_its_clients_or_says_port_forward_only() -> None:
     """NetworkPolicies admit only listed clients; unset lists would cut every Bazel client off silently."""
-    raw = stack_config("prod")
+    raw = prod_config()
     raw["kubernetes"] = {k: v for k, v in raw["kubernetes"].items() if k not in ("clientNamespaces", "clientCidrs")}
     with pytest.raises(ConfigError) as error:
         parse_settings(merged(raw, {"aws": {"rds": {"caBundleFile": TEST_CA_BUNDLE}}}))

@@ -15,7 +15,7 @@ from components.settings import (
     parse_settings,
     size_bytes,
 )
-from tests.stacks import stack_config, stack_settings
+from tests.stacks import prod_config, stack_config, stack_settings
 
 
 def with_value(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -133,7 +133,7 @@ PROD_BAD_VALUES: list[tuple[str, Any, str, str]] = [
     "path, value, key, explanation", PROD_BAD_VALUES, ids=[f"{p}={str(v)[:20]}" for p, v, _, _ in PROD_BAD_VALUES]
 )
 def test_bad_prod_value_is_refused_naming_the_key(path: str, value: Any, key: str, explanation: str) -> None:
-    config = with_value(stack_config("prod"), "juicefs.bucketName", "nativelink-cas-prod")
+    config = with_value(prod_config(), "juicefs.bucketName", "nativelink-cas-prod")
     config = with_value(config, "aws.metadataEngine", "postgres")
     with pytest.raises(ConfigError) as raised:
         parse_settings(with_value(config, path, value))
@@ -143,7 +143,7 @@ def test_bad_prod_value_is_refused_naming_the_key(path: str, value: Any, key: st
 
 
 def test_memorydb_without_tls_is_refused_even_with_the_override() -> None:
-    config = with_value(stack_config("prod"), "aws.metadataEngine", "memorydb")
+    config = with_value(prod_config(), "aws.metadataEngine", "memorydb")
     config = with_value(config, "aws.metadataTls", False)
     config["allowInsecure"] = ["plaintext-metadata"]
     with pytest.raises(ConfigError, match=r"nativelink-juicefs:aws.metadataTls = False: refused with aws.metadataEn"):
@@ -153,7 +153,7 @@ def test_memorydb_without_tls_is_refused_even_with_the_override() -> None:
 
 def test_a_missing_metadata_engine_is_never_guessed() -> None:
     # Earlier releases defaulted to ElastiCache: a stack that relied on that must say so, not move.
-    config = stack_config("prod")
+    config = prod_config()
     del config["aws"]["metadataEngine"]
     with pytest.raises(ConfigError) as raised:
         parse_settings(config)
@@ -163,7 +163,7 @@ def test_a_missing_metadata_engine_is_never_guessed() -> None:
 
 
 def test_the_default_replica_bucket_is_named_after_the_bucket_and_region() -> None:
-    settings = parse_settings(stack_config("prod"))
+    settings = parse_settings(prod_config())
     assert isinstance(settings, ProdSettings) and settings.aws.replica_bucket_name is None
     assert settings.replica_bucket_name() == f"{settings.juicefs.bucket_name}-{settings.aws.replica_region}"
 

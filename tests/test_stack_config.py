@@ -13,7 +13,7 @@ import pytest
 from components.settings import PROJECT, ConfigError
 from components.stack import all_config, read_secrets, read_settings
 from tests.mocks import RecordingMocks
-from tests.stacks import stack_config
+from tests.stacks import prod_config, stack_config
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_the_dev_stack_reads_back(engine_config: None) -> None:
 
 
 def test_secrets_are_read_as_secrets(engine_config: None, mocks: RecordingMocks) -> None:
-    load({**stack_config("prod"), "juicefsPassphrase": "pass-4711"}, secret=["juicefsPassphrase"])
+    load({**prod_config(), "juicefsPassphrase": "pass-4711"}, secret=["juicefsPassphrase"])
     read_settings(pulumi.Config(PROJECT), all_config())
     secrets = read_secrets(pulumi.Config(PROJECT))
     assert secrets.juicefs_passphrase is not None
@@ -45,7 +45,7 @@ def test_secrets_are_read_as_secrets(engine_config: None, mocks: RecordingMocks)
 
 @pytest.mark.parametrize("key", ["kubeconfig", "juicefsRsaKey", "juicefsPassphrase"])
 def test_a_credential_stored_in_plain_text_is_refused(engine_config: None, key: str) -> None:
-    load({**stack_config("prod"), key: "plaintext-credential-0815"})
+    load({**prod_config(), key: "plaintext-credential-0815"})
     with pytest.raises(ConfigError) as error:
         read_settings(pulumi.Config(PROJECT), all_config())
     message = str(error.value)
@@ -58,7 +58,7 @@ def test_a_credential_stored_in_plain_text_is_refused(engine_config: None, key: 
 def test_a_setting_stored_as_a_secret_is_refused(engine_config: None, key: str) -> None:
     """`pulumi config set --secret --path aws.vpcId ...` encrypts the whole `aws` key, which the program
     would then read as plain settings and put into resource inputs and outputs in plain text."""
-    load(stack_config("prod"), secret=[key])
+    load(prod_config(), secret=[key])
     with pytest.raises(ConfigError) as error:
         read_settings(pulumi.Config(PROJECT), all_config())
     message = str(error.value)

@@ -6,6 +6,7 @@ shakes hands with them.
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -15,10 +16,11 @@ from cryptography import x509
 
 from components.kubernetes.nativelink_cluster import TLS_DIGEST_ANNOTATION, public_digest
 from components.nativelink import layout
-from components.settings import ConfigError, ProdSettings
+from components.settings import ConfigError, ProdSettings, parse_settings
+from components.tls.pki import renewal_period
 from components.tls.revocation import revocation_list
 from tests.mocks import VPC_CIDR, RecordingMocks, is_secret, reveal
-from tests.stacks import build, dev_settings, prod_stack_settings, resolve_exports, stack_config
+from tests.stacks import build, dev_settings, fresh_stack, prod_stack_settings, resolve_exports, stack_config
 from tests.tls_provider import computed
 
 SECRET = "kubernetes:core/v1:Secret"
@@ -176,6 +178,10 @@ def test_load_balancers_are_internal_and_admit_only_client_ranges(mocks: Recordi
             in annotations["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"]
         )
         assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"] == str(layout.HEALTH_PORT)
+        # One pod behind each: without cross-zone balancing, clients in other zones would get nothing.
+        assert annotations["service.beta.kubernetes.io/aws-load-balancer-attributes"] == (
+            "load_balancing.cross_zone.enabled=true"
+        )
         spec = service["spec"]
         assert spec["loadBalancerClass"] == "service.k8s.aws/nlb"
         assert spec["loadBalancerSourceRanges"] == settings.kubernetes.client_cidrs
@@ -232,6 +238,8 @@ def test_revocation_list_is_stable_and_revocation_rolls_the_pods() -> None:
     issuer = x509.load_pem_x509_certificate(ca["certPem"].encode())
     assert crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     assert sorted(entry.serial_number for entry in crl) == [42, 4711]
+    # rustls-webpki matches a CRL to its issuer by the raw bytes of the name.
+    assert crl.issuer.public_bytes() == issuer.subject.public_bytes()
     files = {"ca.crt": ca["certPem"], "crl.pem": empty, "client.key": "k"}
     assert public_digest(files) != public_digest({**files, "crl.pem": revoked})
     assert public_digest(files) == public_digest({**files, "client.key": "another"})
@@ -252,7 +260,7 @@ def test_dev_with_tls_runs_what_prod_runs(mocks: RecordingMocks) -> None:
     expected = {
         "nativelink-cas": {"ca.crt", "crl.pem", "server.crt", "server.key"},
         "nativelink-scheduler": {"ca.crt", "crl.pem", "server.crt", "server.key", "client.crt", "client.key"},
-        "nativelink-worker-0": {"ca.crt", "crl.pem", "client.crt", "client.key"},
+        "nativelink-worker-0": {"ca.crt", "client.crt", "client.key"},
     }
     for name, files in expected.items():
         container = mocks.one(CONTAINER, name)
@@ -321,3 +329,34 @@ def test_the_schema_holds_nativelink_to_its_tls_rules() -> None:
         ClientTlsConfig(ca_file=layout.TLS_CA, cert_file=layout.TLS_CLIENT_CERT)
     with pytest.raises(ValidationError, match="Extra inputs"):
         TlsConfig.model_validate({"cert_file": "c", "key_file": "k", "ca_file": "a"})
+
+
+def test_a_revocation_rolls_the_listeners_and_not_the_workers(mocks: RecordingMocks) -> None:
+    build(mocks, prod_stack_settings())
+    before = {role: pod(mocks, role)["metadata"]["annotations"][TLS_DIGEST_ANNOTATION] for role in WORKLOADS}
+    crl_before = secret_files(mocks, "cas")["crl.pem"]
+    # The same stack again (its certificates kept, as in state), one serial revoked.
+    again, _ = fresh_stack(prod_stack_settings(tls={"revokedSerials": ["4711"]}))
+    after = {role: pod(again, role)["metadata"]["annotations"][TLS_DIGEST_ANNOTATION] for role in WORKLOADS}
+    assert secret_files(again, "cas")["crl.pem"] != crl_before
+    assert after["cas"] != before["cas"] and after["scheduler"] != before["scheduler"]
+    # Workers read no CRL: in-flight actions survive a revocation.
+    assert after["worker"] == before["worker"]
+    assert "crl.pem" not in secret_files(again, "worker")
+
+
+def test_certificates_are_issued_anew_each_renewal_period(mocks: RecordingMocks) -> None:
+    # Every validity less 30 days: a certificate is replaced with 30 days or more to run.
+    periods = {renewal_period(365, datetime.date(2026, 1, 1) + datetime.timedelta(days=n)) for n in range(0, 335)}
+    assert periods == {0}
+    assert renewal_period(365, datetime.date(2026, 1, 1) + datetime.timedelta(days=335)) == 1
+    build(mocks, prod_stack_settings())
+    today = datetime.datetime.now(datetime.UTC).date()
+    for record in mocks.of_type("tls:index/locallySignedCert:LocallySignedCert"):
+        assert record.opts is not None and record.opts.replacement_trigger == renewal_period(365, today), record.name
+        assert record.inputs["validityPeriodHours"] == 365 * 24
+
+
+def test_the_shipped_prod_file_makes_the_operator_choose_client_ranges() -> None:
+    with pytest.raises(ConfigError, match=r"kubernetes.clientCidrs = \[\]: empty while kubernetes.exposure"):
+        parse_settings(stack_config("prod"))

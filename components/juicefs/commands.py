@@ -64,12 +64,25 @@ class FormatOptions:
 
 
 def redis_meta_url(
-    host: str, port: int, db: int, *, tls: bool = False, ca_file: str | None = None, user: str = ""
+    host: str,
+    port: int,
+    db: int,
+    *,
+    tls: bool = False,
+    ca_file: str | None = None,
+    user: str = "",
+    max_retry_backoff: str | None = None,
 ) -> str:
-    """A Redis metadata URL without the password (the client reads META_PASSWORD)."""
+    """A Redis metadata URL without the password (the client reads META_PASSWORD).
+
+    `max_retry_backoff` caps the client's wait between retries (pkg/meta/redis.go, default 10s).
+    """
     scheme = "rediss" if tls else "redis"
     auth = f"{quote(user, safe='')}@" if user else ""
-    query = f"?{urlencode({'tls-ca-cert-file': ca_file})}" if tls and ca_file else ""
+    params = {"tls-ca-cert-file": ca_file} if tls and ca_file else {}
+    if max_retry_backoff:
+        params["max-retry-backoff"] = max_retry_backoff
+    query = f"?{urlencode(params)}" if params else ""
     return f"{scheme}://{auth}{host}:{port}/{db}{query}"
 
 

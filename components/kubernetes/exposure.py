@@ -29,6 +29,8 @@ def load_balancer_annotations() -> dict[str, str]:
         f"{_PREFIX}-scheme": "internal",
         f"{_PREFIX}-nlb-target-type": "ip",
         f"{_PREFIX}-target-group-attributes": "preserve_client_ip.enabled=true",
+        # One pod behind each: clients in every zone reach it.
+        f"{_PREFIX}-attributes": "load_balancing.cross_zone.enabled=true",
         f"{_PREFIX}-healthcheck-protocol": "http",
         f"{_PREFIX}-healthcheck-port": str(layout.HEALTH_PORT),
         f"{_PREFIX}-healthcheck-path": layout.HEALTH_PATH,

@@ -29,7 +29,7 @@ from components.kubernetes.exposure import ExternalHosts, load_balancers
 from components.kubernetes.network_policies import network_policy_specs
 from components.kubernetes.pods import labels
 from components.nativelink import layout
-from components.nativelink.clients import NativeLinkTier
+from components.nativelink.clients import NativeLinkTier, bazel_flags
 from components.nativelink.render import ClusterConfigs, Endpoints, grpc_scheme, render_cluster
 from components.settings import quantity_value
 from components.tls.pki import ClusterPki, ServerNames
@@ -166,11 +166,19 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
         self._network_policies()
         cas_host, scheduler_host = self._client_hosts(external)
         scheme = grpc_scheme(settings)
+        # Pods of kubernetes.clientNamespaces dial the services: the load balancers admit clientCidrs only.
+        self.in_cluster_bazel_flags = bazel_flags(
+            f"{scheme}://{service_host(CAS, ns)}:{layout.CAS_PORT}",
+            f"{scheme}://{service_host(SCHEDULER, ns)}:{layout.SCHEDULER_PORT}",
+            settings.nativelink,
+            settings.tls,
+        )
         self.publish_endpoints(
             pulumi.Output.concat(f"{scheme}://", cas_host, f":{layout.CAS_PORT}"),
             pulumi.Output.concat(f"{scheme}://", scheduler_host, f":{layout.SCHEDULER_PORT}"),
             settings.nativelink,
             settings.tls,
+            load_balanced=external is not None,
         )
 
     def _client_hosts(self, external: ExternalHosts | None) -> tuple[pulumi.Input[str], pulumi.Input[str]]:

@@ -15,7 +15,18 @@ BAZEL_CLIENT_CERT_FILE = "nativelink-client.crt"
 BAZEL_CLIENT_KEY_FILE = "nativelink-client.key"
 
 
-def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLinkSettings, tls: TlsSettings) -> str:
+# Through a load balancer: HTTP/2 pings keep long Execute streams under the NLB's 350 s idle timeout.
+KEEPALIVE_FLAG = "--grpc_keepalive_time=30s"
+
+
+def bazel_flags(
+    cas_endpoint: str,
+    scheduler_endpoint: str,
+    nativelink: NativeLinkSettings,
+    tls: TlsSettings,
+    *,
+    load_balanced: bool = False,
+) -> str:
     """Remote-execution flags for a cluster whose CAS server and scheduler answer at these gRPC endpoints."""
     flags = [
         f"--remote_executor={scheduler_endpoint}",
@@ -33,6 +44,8 @@ def bazel_flags(cas_endpoint: str, scheduler_endpoint: str, nativelink: NativeLi
     if tls.enabled and tls.client_auth:
         # Bazel reads the client key as PKCS#8 only.
         flags += [f"--tls_client_certificate={BAZEL_CLIENT_CERT_FILE}", f"--tls_client_key={BAZEL_CLIENT_KEY_FILE}"]
+    if load_balanced:
+        flags.append(KEEPALIVE_FLAG)
     return " ".join(flags)
 
 
@@ -49,12 +62,14 @@ class NativeLinkTier(pulumi.ComponentResource):
         scheduler_endpoint: pulumi.Input[str],
         nativelink: NativeLinkSettings,
         tls: TlsSettings,
+        *,
+        load_balanced: bool = False,
     ) -> None:
         """Set the NativeLinkCluster outputs and register them (the component's last step)."""
         self.cas_endpoint = pulumi.Output.from_input(cas_endpoint)
         self.scheduler_endpoint = pulumi.Output.from_input(scheduler_endpoint)
         self.bazel_flags = pulumi.Output.all(self.cas_endpoint, self.scheduler_endpoint).apply(
-            lambda endpoints: bazel_flags(endpoints[0], endpoints[1], nativelink, tls)
+            lambda endpoints: bazel_flags(endpoints[0], endpoints[1], nativelink, tls, load_balanced=load_balanced)
         )
         self.register_outputs(
             {

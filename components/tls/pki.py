@@ -1,13 +1,16 @@
 """The stack's own certificate authority and the certificates NativeLink's processes and clients use.
 
 pulumi-tls keeps every key in the stack's state as a secret; no certificate leaves it except as a
-secret output. Server and client certificates are ECDSA P-256, valid tls.certificateValidityDays
-and issued anew by the first `pulumi up` in their last 30 days (the new files roll the pods). The CA
-is RSA so that the revocation list it signs is the same bytes on every run.
+secret output. Server and client certificates are ECDSA P-256, valid tls.certificateValidityDays.
+They are issued anew once per renewal period (validity less 30 days), by the first `pulumi up` in
+it: pulumi-tls's own early renewal does not fire under Pulumi (pulumi/pulumi-tls#39), so the period
+is a replacement trigger. The new files roll the pods. The CA is RSA so that the revocation list it
+signs is the same bytes on every run.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,9 @@ from components.settings import TlsSettings
 from components.tls.revocation import revocation_list
 
 CA_VALIDITY_HOURS = 10 * 365 * 24
-RENEWAL_HOURS = 30 * 24
+RENEWAL_DAYS = 30
+# Renewal periods count from here; any fixed day would do.
+RENEWAL_EPOCH = datetime.date(2026, 1, 1)
 SERVER_USES = ["digital_signature", "server_auth"]
 CLIENT_USES = ["digital_signature", "client_auth"]
 ORGANIZATION = "nativelink-juicefs"
@@ -61,6 +66,7 @@ class ClusterPki(pulumi.ComponentResource):
         super().__init__("nativelink:tls:ClusterPki", name, None, opts)
         self._name = name
         self._validity_hours = settings.certificate_validity_days * 24
+        self._renewal = renewal_period(settings.certificate_validity_days, datetime.datetime.now(datetime.UTC).date())
         child = pulumi.ResourceOptions(parent=self)
         self._ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="RSA", rsa_bits=3072, opts=child)
         ca = tls.SelfSignedCert(
@@ -103,16 +109,17 @@ class ClusterPki(pulumi.ComponentResource):
             ca_private_key_pem=self._ca_key.private_key_pem,
             ca_cert_pem=self.ca_certificate_pem,
             validity_period_hours=self._validity_hours,
-            early_renewal_hours=RENEWAL_HOURS,
             allowed_uses=uses,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, replacement_trigger=self._renewal),
         )
         # pulumi-tls gives a certificate the id of its serial number (terraform-provider-tls common_cert.go:254).
         return Identity(certificate.cert_pem, pulumi.Output.secret(key.private_key_pem_pkcs8), certificate.id)
 
     def files(self, role: str) -> dict[str, pulumi.Output[str]]:
         """The TLS files (name in layout.TLS_DIR -> PEM) of `role`: cas, scheduler or worker."""
-        common = {_name(layout.TLS_CA): self.ca_certificate_pem, _name(layout.TLS_CRL): self.crl_pem}
+        ca = {_name(layout.TLS_CA): self.ca_certificate_pem}
+        # Only listeners read the CRL: workers, which serve no gRPC, stay up through a revocation.
+        common = {**ca, _name(layout.TLS_CRL): self.crl_pem}
         server = {
             _name(layout.TLS_SERVER_CERT): self.server.certificate_pem,
             _name(layout.TLS_SERVER_KEY): self.server.private_key_pem,
@@ -125,9 +132,14 @@ class ClusterPki(pulumi.ComponentResource):
         roles = {
             "cas": {**common, **server},
             "scheduler": {**common, **server, **as_client},
-            "worker": {**common, **as_client},
+            "worker": {**ca, **as_client},
         }
         return roles[role]
+
+
+def renewal_period(validity_days: int, today: datetime.date) -> int:
+    """Which renewal period `today` is in: it changes every validity less 30 days, leaving 30 days to renew."""
+    return (today - RENEWAL_EPOCH).days // (validity_days - RENEWAL_DAYS)
 
 
 def _name(path: str) -> str:

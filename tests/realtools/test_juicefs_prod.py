@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from components.aws.memorydb import ACCESS_STRING
+from components.aws.memorydb import ACCESS_STRING, MAX_RETRY_BACKOFF
 from components.juicefs.commands import (
     CREDENTIAL_ENVS,
     FormatOptions,
@@ -148,7 +148,10 @@ class ProdVolume:
 def memorydb_url(stand_in: MemoryDbStandIn, db: int, user: str | None, node: int = 0) -> str:
     """The program's MemoryDB URL: the configuration endpoint, the ACL user; here with the test CA."""
     port = stand_in.nodes[node].port
-    return redis_meta_url(HOST_NAME, port, db, tls=True, ca_file=str(stand_in.ca_file), user=user or "")
+    ca_file = str(stand_in.ca_file)
+    return redis_meta_url(
+        HOST_NAME, port, db, tls=True, ca_file=ca_file, user=user or "", max_retry_backoff=MAX_RETRY_BACKOFF
+    )
 
 
 def memorydb_volume(stand_in: MemoryDbStandIn, gateway: S3Gateway, tmp_path: Path) -> ProdVolume:

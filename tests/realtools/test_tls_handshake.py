@@ -24,7 +24,7 @@ import pytest
 
 from components.kubernetes.nativelink_cluster import CAS, CAS_WORKERS, SCHEDULER, WORKER_API, service_host
 from tests.mocks import RecordingMocks, reveal
-from tests.stacks import build, fresh_stack, prod_stack_settings, resolve_exports
+from tests.stacks import build, dev_settings, fresh_stack, prod_stack_settings, resolve_exports
 from tests.tls_provider import computed
 
 from .servers import LOOPBACK
@@ -188,3 +188,18 @@ def test_a_revoked_client_is_refused_and_no_one_else(issued: dict[str, Any], tmp
     assert openssl_verdict(tmp_path / "before", issued["files"]["cas"], *identity(issued, "ci")) == "ok"
     assert "certificate revoked" in openssl_verdict(tmp_path / "after", files, *identity(revoked, "ci"))
     assert openssl_verdict(tmp_path / "after", files, *identity(revoked, "alice")) == "ok"
+
+
+def test_dev_with_tls_serves_bazel_on_loopback(mocks: RecordingMocks) -> None:
+    """What `tls.enabled` in dev gives the CAS container and Bazel: 127.0.0.1 and the container names work."""
+    exports = resolve_exports(build(mocks, dev_settings(tls={"enabled": True, "clients": ["me"]})))
+    uploads = reveal(mocks.one("docker:index/container:Container", "nativelink-cas").inputs["uploads"])
+    files = {upload["file"].rsplit("/", 1)[1]: upload["content"] for upload in uploads}
+    me = exports["clientCertificates"][1]["me"]
+    client = (files["ca.crt"], me["certificate"], me["privateKey"])
+    with grpc_server(files) as port:
+        # Bazel dials grpcs://127.0.0.1 (bazelFlags): checked against the certificate's IP address.
+        assert call(port, LOOPBACK, *client) == grpc.StatusCode.OK
+        for name in ("localhost", "nativelink-cas", "nativelink-scheduler"):
+            assert call(port, name, *client) == grpc.StatusCode.OK
+        assert call(port, "nativelink-minio", *client) == grpc.StatusCode.UNAVAILABLE
