@@ -380,7 +380,7 @@ def test_csi_driver_secret_storage_class_and_claim(mocks: RecordingMocks, engine
                 # 100gb of cache, 10% kept free, 10% for the filesystem: 114 GiB of its own block volume.
                 "cacheDirs": [{"type": "Ephemeral", "storage": "114Gi", "storageClassName": "gp3"}],
                 # Here, not on the StorageClass, whose options reach only newly provisioned volumes.
-                "mountOptions": ["cache-size=95367", "free-space-ratio=0.1", "atime-mode=relatime", "no-usage-report"],
+                "mountOptions": ["cache-size=95367", "free-space-ratio=0.1", "no-usage-report"],
             }
         ],
     }

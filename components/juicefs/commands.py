@@ -126,13 +126,6 @@ def format_args(options: FormatOptions, meta_url: str) -> list[str]:
     return [*args, meta_url, options.volume_name]
 
 
-# NativeLink rebuilds a filesystem store's eviction order from each file's atime when it starts
-# (v1.6.6 nativelink-store/src/filesystem_store.rs:834-840, "we rely on whatever the filesystem does
-# when we read the file"). JuiceFS mounts noatime unless told (cmd/flags.go `atime-mode`), which made
-# every CAS restart evict in write order; relatime updates a read file's atime at most once a day.
-ATIME_MODE = "relatime"
-
-
 @dataclass(frozen=True)
 class MountOptions:
     mountpoint: str
@@ -155,8 +148,6 @@ def mount_args(options: MountOptions, meta_url: str) -> list[str]:
         options.backup_meta,
         "--metrics",
         options.metrics_address,
-        "--atime-mode",
-        ATIME_MODE,
         "--no-usage-report",
         meta_url,
         options.mountpoint,

@@ -25,7 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.aws.juicefs_access import CSI_NODE_SERVICE_ACCOUNT, MOUNT_SERVICE_ACCOUNT
-from components.juicefs.commands import ATIME_MODE, CREDENTIAL_ENVS, SecretEnv
+from components.juicefs.commands import CREDENTIAL_ENVS, SecretEnv
 from components.juicefs.encryption_key import GeneratedKey, generate_protected_key
 from components.settings import ConfigError, JuiceFsSettings, ProdSettings, size_bytes
 
@@ -97,8 +97,6 @@ def mount_options(settings: JuiceFsSettings) -> list[str]:
         f"cache-size={size_bytes(settings.cache_size) // 2**20}",
         # The cache has a volume of its own (cache_volume_size); this keeps it from filling that volume.
         f"free-space-ratio={CACHE_FREE_SPACE_RATIO}",
-        # Keeps NativeLink's eviction order across CAS server restarts (juicefs/commands.py ATIME_MODE).
-        f"atime-mode={ATIME_MODE}",
         "no-usage-report",
     ]
 

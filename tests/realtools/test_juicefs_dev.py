@@ -309,27 +309,3 @@ def test_new_credentials_reach_a_volume_that_stored_the_old_ones(dev_volume: Dev
     checksum = write_synced(host.data_dir / "rotated" / "new.bin", os.urandom(2**20))
     assert sha256_file(host.data_dir / "rotated" / "new.bin") == checksum
     assert container.terminate(STOP_TIMEOUT) == 0, container.describe()
-
-
-def test_reads_move_atime_so_eviction_order_survives_a_restart(host: MountHost) -> None:
-    """NativeLink orders a filesystem store by atime when it starts: a read must move it (relatime)."""
-    mount = host.container().start()
-    mount.wait_healthy(host.healthcheck, START_TIMEOUT)
-    blobs = host.data_dir / "atime"
-    written = [blobs / name for name in ("hot", "cold")]
-    for path in written:
-        write_synced(path, os.urandom(4096))
-    # Both last read two days ago, as after a day without builds; then a build reads `hot` only.
-    two_days_ago = time.time() - 2 * 86400
-    for path in written:
-        os.utime(path, (two_days_ago, two_days_ago))
-    (blobs / "hot").read_bytes()
-    assert mount.terminate(STOP_TIMEOUT) == 0, mount.describe()
-
-    # After a restart of the mount (and of the CAS server reading it), `hot` is the newer of the two.
-    again = host.container().start()
-    again.wait_healthy(host.healthcheck, START_TIMEOUT)
-    hot, cold = ((blobs / name).stat().st_atime for name in ("hot", "cold"))
-    assert cold == pytest.approx(two_days_ago, abs=1)
-    assert hot > time.time() - 600, f"the read left atime {time.time() - hot:.0f} s old"
-    assert again.terminate(STOP_TIMEOUT) == 0, again.describe()
