@@ -78,7 +78,11 @@ def build_prod_stack(
         block_storage=block_storage,
         opts=k8s_opts,
     )
-    vpc = aws.ec2.get_vpc_output(id=aws_settings.vpc_id, opts=pulumi.InvokeOutputOptions(provider=aws_provider))
+    vpc_cidr = None
+    if settings.kubernetes.exposure == "internal-load-balancer":
+        # The load balancers' health checks come from the VPC's addresses.
+        invoke = pulumi.InvokeOutputOptions(provider=aws_provider)
+        vpc_cidr = aws.ec2.get_vpc_output(id=aws_settings.vpc_id, opts=invoke).cidr_block
     cluster = KubernetesNativeLinkCluster(
         "nativelink",
         settings,
@@ -86,7 +90,7 @@ def build_prod_stack(
         claim_name=volume.claim_name,
         block_storage=block_storage,
         s3_identity=store.identity,
-        vpc_cidr=vpc.cidr_block,
+        vpc_cidr=vpc_cidr,
         opts=k8s_opts,
     )
     if cluster.external is not None:

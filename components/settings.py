@@ -188,6 +188,17 @@ def repeated_items(items: list[str]) -> list[str]:
     return sorted({item for item in items if items.count(item) > 1})
 
 
+def refuse_repeats(model: BaseModel, block: str, *fields: str, hint: str = "list each once") -> None:
+    """Refuse, naming the key, a list field of `model` (config block `block`) that holds an item twice."""
+    for field in fields:
+        items: list[str] = getattr(model, field)
+        repeated = repeated_items(items)
+        if repeated:
+            raise SettingError(
+                f"{block}.{to_camel(field)}", items, f"lists {', '.join(repeated)} more than once; {hint}"
+            )
+
+
 ImageRef = Annotated[str, AfterValidator(_pinned_image)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 DataSize = Annotated[str, AfterValidator(_data_size)]
@@ -445,13 +456,7 @@ class AwsSettings(_Model):
 
     @model_validator(mode="after")
     def _subnets_distinct(self) -> AwsSettings:
-        repeated = repeated_items(self.subnet_ids)
-        if repeated:
-            raise SettingError(
-                "aws.subnetIds",
-                self.subnet_ids,
-                f"lists {', '.join(repeated)} more than once; give distinct subnets (in at least two zones)",
-            )
+        refuse_repeats(self, "aws", "subnet_ids", hint="give distinct subnets (in at least two zones)")
         return self
 
     @model_validator(mode="after")
@@ -546,15 +551,7 @@ class KubernetesSettings(_Model):
 
     @model_validator(mode="after")
     def _lists_distinct(self) -> KubernetesSettings:
-        for field in ("client_namespaces", "client_cidrs", "worker_egress_cidrs"):
-            items: list[str] = getattr(self, field)
-            repeated = repeated_items(items)
-            if repeated:
-                raise SettingError(
-                    f"kubernetes.{to_camel(field)}",
-                    items,
-                    f"lists {', '.join(repeated)} more than once; list each once",
-                )
+        refuse_repeats(self, "kubernetes", "client_namespaces", "client_cidrs", "worker_egress_cidrs")
         return self
 
     @model_validator(mode="after")
@@ -596,11 +593,7 @@ class TlsSettings(_Model):
 
     @model_validator(mode="after")
     def _lists_distinct(self) -> TlsSettings:
-        for field in ("clients", "revoked_serials"):
-            items: list[str] = getattr(self, field)
-            repeated = repeated_items(items)
-            if repeated:
-                raise SettingError(f"tls.{to_camel(field)}", items, f"lists {', '.join(repeated)} more than once")
+        refuse_repeats(self, "tls", "clients", "revoked_serials")
         return self
 
 

@@ -260,18 +260,14 @@ def ingress_rule(port: int) -> dict[str, Any]:
     return {"spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}]}}
 
 
-CAS_CONFIG = render_cluster(
-    stack_settings("dev"),
-    Endpoints(cas_host="cas", scheduler_host="scheduler"),
-    cas_data=layout.DOCKER_CAS_DATA,
-    worker_cpus=2,
-).cas_server.to_json()
-TLS_CAS_CONFIG = render_cluster(
-    stack_settings("prod"),
-    Endpoints(cas_host="cas", scheduler_host="scheduler"),
-    cas_data=layout.CSI_CAS_DATA,
-    worker_cpus=2,
-).cas_server.to_json()
+def cas_config(stack: str, cas_data: layout.CasData) -> str:
+    """The CAS server's rendered config of the stack (dev: plaintext; prod: TLS)."""
+    endpoints = Endpoints(cas_host="cas", scheduler_host="scheduler")
+    return render_cluster(stack_settings(stack), endpoints, cas_data=cas_data, worker_cpus=2).cas_server.to_json()
+
+
+CAS_CONFIG = cas_config("dev", layout.DOCKER_CAS_DATA)
+TLS_CAS_CONFIG = cas_config("prod", layout.CSI_CAS_DATA)
 INTERNAL = {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}
 
 

@@ -198,6 +198,8 @@ def test_load_balancers_are_internal_and_admit_only_client_ranges(mocks: Recordi
 def test_cluster_exposure_keeps_in_cluster_names(mocks: RecordingMocks) -> None:
     exports = resolve_exports(build(mocks, prod_stack_settings(kubernetes={"exposure": "cluster"})))
     assert not [r for r in mocks.of_type(SERVICE) if r.inputs["spec"].get("type") == "LoadBalancer"]
+    # Nor any lookup only the load balancers need.
+    assert "aws:ec2/getVpc:getVpc" not in [token for token, _ in mocks.calls]
     assert exports["casEndpoint"] == (False, "grpcs://nativelink-cas.nativelink.svc.cluster.local:50051")
     policy = mocks.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "nativelink-cas-network").inputs
     assert all(rule["ports"][0]["port"] != layout.HEALTH_PORT for rule in policy["spec"]["ingress"])
@@ -217,7 +219,7 @@ def test_private_zone_records_name_the_load_balancers(mocks: RecordingMocks) -> 
     assert exports["schedulerEndpoint"] == (False, "grpcs://scheduler.builds.example.internal:50052")
 
 
-def test_revocation_list_is_stable_and_revocation_rolls_the_pods() -> None:
+def test_revocation_list_is_stable_signed_and_moves_the_digest() -> None:
     key = computed("tls:index/privateKey:PrivateKey", "crl-test-ca-key", {"algorithm": "RSA", "rsaBits": 3072})
     ca = computed(
         "tls:index/selfSignedCert:SelfSignedCert",
@@ -285,6 +287,7 @@ def test_dev_with_tls_runs_what_prod_runs(mocks: RecordingMocks) -> None:
     [
         ({"tls": {"clients": []}}, "tls.clients", "no Bazel client could connect"),
         ({"tls": {"clients": ["ci", "ci"]}}, "tls.clients", "more than once"),
+        ({"tls": {"revokedSerials": ["42", "42"]}}, "tls.revokedSerials", "more than once"),
         ({"tls": {"enabled": False}}, "tls.enabled", "plaintext-endpoints"),
         ({"tls": {"clientAuth": False}}, "tls.clientAuth", "unauthenticated-clients"),
         ({"kubernetes": {"clientCidrs": []}}, "kubernetes.clientCidrs", "would admit no one"),

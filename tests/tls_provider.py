@@ -51,7 +51,7 @@ def _generate(name: str, algorithm: str, size: str) -> PrivateKeyTypes:
     if algorithm == "RSA":
         return rsa.generate_private_key(public_exponent=65537, key_size=int(size or 2048))
     if algorithm == "ECDSA":
-        curves = {"P256": ec.SECP256R1(), "P384": ec.SECP384R1()}
+        curves = {"P224": ec.SECP224R1(), "P256": ec.SECP256R1(), "P384": ec.SECP384R1()}
         return ec.generate_private_key(curves[size or "P224"])
     raise ValueError(f"{name}: algorithm {algorithm} is not played here")
 

@@ -28,7 +28,7 @@ from components.docker.jobs import one_shot
 from components.nativelink import layout
 from components.nativelink.clients import NativeLinkTier
 from components.nativelink.render import Endpoints, grpc_scheme, render_cluster
-from components.tls.pki import ClusterPki, ServerNames
+from components.tls.pki import ClusterPki, Role, ServerNames
 
 if TYPE_CHECKING:
     from components.nativelink.schema import CasConfig
@@ -164,7 +164,7 @@ class NativeLinkContainers:
         self.worker_network = worker_network
         self.pki = pki
 
-    def _uploads(self, config: CasConfig, role: str) -> list[docker.ContainerUploadArgs]:
+    def _uploads(self, config: CasConfig, role: Role) -> list[docker.ContainerUploadArgs]:
         return config_upload(config.to_json(), self.pki.files(role) if self.pki else None)
 
     def _opts(self, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
@@ -176,7 +176,7 @@ class NativeLinkContainers:
         self,
         host: str,
         config: CasConfig,
-        role: str,
+        role: Role,
         *,
         depends_on: Sequence[pulumi.Resource],
         ports: list[docker.ContainerPortArgs],

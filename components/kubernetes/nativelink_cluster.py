@@ -32,7 +32,7 @@ from components.nativelink import layout
 from components.nativelink.clients import NativeLinkTier, bazel_flags
 from components.nativelink.render import ClusterConfigs, Endpoints, grpc_scheme, render_cluster
 from components.settings import quantity_value
-from components.tls.pki import ClusterPki, ServerNames
+from components.tls.pki import ClusterPki, Role, ServerNames
 
 if TYPE_CHECKING:
     from components.settings import ProdSettings
@@ -154,8 +154,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             load_balancers(name, kube, self._namespace, self) if kube.exposure == "internal-load-balancer" else None
         )
         external = self.external
-        # The load balancers check health from their addresses in the VPC.
-        self._health_check_sources = [vpc_cidr] if external is not None and vpc_cidr is not None else []
+        self._health_check_sources = [vpc_cidr] if vpc_cidr is not None else []
         names = server_names(ns, external, kube.external_domain)
         self.pki = ClusterPki(f"{name}-tls", settings.tls, names, opts=self._child()) if settings.tls.enabled else None
 
@@ -216,7 +215,7 @@ class KubernetesNativeLinkCluster(NativeLinkTier):
             opts=self._child(),
         )
 
-    def _tls(self, role: str) -> tuple[list[Any], list[Any], dict[str, pulumi.Input[str]]]:
+    def _tls(self, role: Role) -> tuple[list[Any], list[Any], dict[str, pulumi.Input[str]]]:
         """The role's TLS files as a Secret volume: (volumes, volume mounts, pod annotations); empty without TLS."""
         if self.pki is None:
             return [], [], {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pulumi
 import pulumi_tls as tls
@@ -29,6 +29,7 @@ RENEWAL_EPOCH = datetime.date(2026, 1, 1)
 SERVER_USES = ["digital_signature", "server_auth"]
 CLIENT_USES = ["digital_signature", "client_auth"]
 ORGANIZATION = "nativelink-juicefs"
+Role = Literal["cas", "scheduler", "worker"]
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class ClusterPki(pulumi.ComponentResource):
         # pulumi-tls gives a certificate the id of its serial number (terraform-provider-tls common_cert.go:254).
         return Identity(certificate.cert_pem, pulumi.Output.secret(key.private_key_pem_pkcs8), certificate.id)
 
-    def files(self, role: str) -> dict[str, pulumi.Output[str]]:
+    def files(self, role: Role) -> dict[str, pulumi.Output[str]]:
         """The TLS files (name in layout.TLS_DIR -> PEM) of `role`: cas, scheduler or worker."""
         ca = {_name(layout.TLS_CA): self.ca_certificate_pem}
         # Only listeners read the CRL: workers, which serve no gRPC, stay up through a revocation.
